@@ -42,7 +42,9 @@ def main() -> None:
     state = optimiser.init(window)
 
     @jax.jit
-    def step(window: jax.Array, state: optax.OptState) -> tuple[jax.Array, optax.OptState, jax.Array]:
+    def step(
+        window: jax.Array, state: optax.OptState
+    ) -> tuple[jax.Array, optax.OptState, jax.Array]:
         loss, grad = jax.value_and_grad(lambda w: -significance(w, *train, hard=False))(window)
         updates, state = optimiser.update(grad, state)
         return optax.apply_updates(window, updates), state, loss

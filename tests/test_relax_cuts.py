@@ -81,9 +81,9 @@ def test_cut_vmap_jit_any_shape():
 
 
 def test_cut_errors():
-    with pytest.raises(ValueError, match="keep must be one of .* got keep='left'"):
+    with pytest.raises(ValueError, match=r"keep must be one of .* got keep='left'"):
         nx.cut(np.ones(3), 0.0, keep="left")
-    with pytest.raises(ValueError, match="slope must be > 0, got slope=0.0"):
+    with pytest.raises(ValueError, match=r"slope must be > 0, got slope=0\.0"):
         nx.cut(np.ones(3), 0.0, slope=0.0)
-    with pytest.raises(ValueError, match="slope must be > 0, got slope=-2"):
+    with pytest.raises(ValueError, match=r"slope must be > 0, got slope=-2"):
         nx.window(np.ones(3), 0.0, 1.0, slope=-2)

@@ -443,7 +443,8 @@ def test_property_hard_equals_numpy(x, n_bins):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"bins": np.array([0.0, 0.5, 0.5, 1.0])}, r"strictly increasing, got bins=\[0.  0.5 0.5 1. \]"),
+        ({"bins": np.array([0.0, 0.5, 0.5, 1.0])},
+         r"strictly increasing, got bins=\[0.  0.5 0.5 1. \]"),
         ({"bins": np.array([0.0, 1.0, 0.5])}, "strictly increasing"),
         ({"bins": np.array([0.5])}, ">= 2 edges"),
         ({"bins": 0, "range": (0, 1)}, "bins must be >= 1, got bins=0"),
@@ -473,7 +474,7 @@ def test_bad_input_raises_before_tracing(kwargs, message):
 def test_softmax_hist_errors():
     with pytest.raises(ValueError, match=r"\(N, C\) logits, got shape \(3,\)"):
         nx.softmax_hist(np.ones(3))
-    with pytest.raises(ValueError, match="temperature must be > 0, got temperature=0.0"):
+    with pytest.raises(ValueError, match=r"temperature must be > 0, got temperature=0\.0"):
         nx.softmax_hist(np.ones((3, 2)), temperature=0.0)
     with pytest.raises(ValueError, match=r"weights shape \(2,\) does not match logits \(3,\)"):
         nx.softmax_hist(np.ones((3, 2)), weights=np.ones(2))

@@ -1,4 +1,4 @@
-"""O(N) kernel-CDF sums on a uniform grid: per-cell Chebyshev moments, no special function per event.
+"""O(N) kernel-CDF sums on a uniform grid: per-cell Chebyshev moments, no erfc per event.
 
 For a cumulative kernel ``F`` (the Gaussian CDF for the binned KDE, the logistic for the
 sigmoid histogram) the soft histogram is the difference of the edge sums
@@ -160,12 +160,13 @@ def _chunk_start(i: jax.Array, n: int) -> jax.Array:
     return jnp.minimum(i * CHUNK, n - CHUNK)
 
 
-def _moments(x: jax.Array, w: jax.Array, grid: UniformGrid) -> jax.Array:
+def _moments(x: jax.Array, w: jax.Array | None, grid: UniformGrid) -> jax.Array:
     """Per-cell Chebyshev moments M[g, d] = sum_{i in g} w_i T_d(t_i), shape (n_grid, D)."""
 
-    def one(xc: jax.Array, wc: jax.Array) -> jax.Array:
+    def one(xc: jax.Array, wc: jax.Array | None) -> jax.Array:
         index, t = _cells(xc, grid)
-        return jax.ops.segment_sum(wc[:, None] * _basis(t), index, num_segments=grid.n_grid)
+        rows = _basis(t) if wc is None else wc[:, None] * _basis(t)
+        return jax.ops.segment_sum(rows, index, num_segments=grid.n_grid)
 
     n = x.shape[0]
     if n <= CHUNK:
@@ -174,9 +175,10 @@ def _moments(x: jax.Array, w: jax.Array, grid: UniformGrid) -> jax.Array:
     def body(i: jax.Array, acc: jax.Array) -> jax.Array:
         start = _chunk_start(i, n)
         xc = jax.lax.dynamic_slice(x, (start,), (CHUNK,))
-        wc = jax.lax.dynamic_slice(w, (start,), (CHUNK,))
-        fresh = start + jnp.arange(CHUNK) >= i * CHUNK  # drop the overlap with chunk i-1
-        return acc + one(xc, jnp.where(fresh, wc, 0.0))
+        fresh = (start + jnp.arange(CHUNK) >= i * CHUNK).astype(x.dtype)  # drop the overlap
+        if w is not None:
+            fresh = fresh * jax.lax.dynamic_slice(w, (start,), (CHUNK,))
+        return acc + one(xc, fresh)
 
     init = jnp.zeros((grid.n_grid, N_TERMS), x.dtype)
     return jax.lax.fori_loop(0, -(-n // CHUNK), body, init)
@@ -190,12 +192,13 @@ def _edge_sums(moments: jax.Array, grid: UniformGrid) -> jax.Array:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def cdf_sums(x: jax.Array, w: jax.Array, grid: UniformGrid) -> jax.Array:
+def cdf_sums(x: jax.Array, w: jax.Array | None, grid: UniformGrid) -> jax.Array:
     """Edge sums ``C_k = sum_i w_i F((e_k - x_i)/h)`` for k = 0..B on a uniform grid.
 
     Args:
         x: (N,) event positions (units of the binned variable).
-        w: (N,) event weights, same dtype as ``x``.
+        w: (N,) event weights, same dtype as ``x``, or None for unit weights (saves the
+            weights' cotangent and an N-array in both passes).
         grid: the static grid from :func:`plan_grid`.
 
     Returns:
@@ -205,14 +208,14 @@ def cdf_sums(x: jax.Array, w: jax.Array, grid: UniformGrid) -> jax.Array:
 
 
 def _cdf_sums_fwd(
-    x: jax.Array, w: jax.Array, grid: UniformGrid
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    x: jax.Array, w: jax.Array | None, grid: UniformGrid
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array | None]]:
     return _edge_sums(_moments(x, w, grid), grid), (x, w)
 
 
 def _cdf_sums_bwd(
-    grid: UniformGrid, residuals: tuple[jax.Array, jax.Array], cotangent: jax.Array
-) -> tuple[jax.Array, jax.Array]:
+    grid: UniformGrid, residuals: tuple[jax.Array, jax.Array | None], cotangent: jax.Array
+) -> tuple[jax.Array, jax.Array | None]:
     x, w = residuals
     coef, dcoef_matrix, window_cells, edge_cells = _tables(grid)
     dtype = x.dtype
@@ -227,28 +230,32 @@ def _cdf_sums_bwd(
     )
     cell_dcoef = cell_coef @ jnp.asarray(dcoef_matrix.T * (2.0 / grid.cell), dtype)
 
-    def one(xc: jax.Array, wc: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def one(xc: jax.Array, wc: jax.Array | None) -> tuple[jax.Array, ...]:
         index, t = _cells(xc, grid)
         basis = _basis(t)
-        w_bar = jnp.sum(cell_coef[index] * basis, axis=-1)
-        x_bar = wc * jnp.sum(cell_dcoef[index] * basis, axis=-1)
-        return x_bar, w_bar
+        slope = jnp.sum(cell_dcoef[index] * basis, axis=-1)
+        if wc is None:
+            return (slope,)
+        return wc * slope, jnp.sum(cell_coef[index] * basis, axis=-1)
 
     n = x.shape[0]
     if n <= CHUNK:
-        return one(x, w)
+        bars = one(x, w)
+    else:
 
-    def body(i: jax.Array, bars: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        start = _chunk_start(i, n)
-        xc = jax.lax.dynamic_slice(x, (start,), (CHUNK,))
-        wc = jax.lax.dynamic_slice(w, (start,), (CHUNK,))
-        # an overlapping chunk rewrites the same values: no masking needed
-        return tuple(
-            jax.lax.dynamic_update_slice(bar, new, (start,))
-            for bar, new in zip(bars, one(xc, wc), strict=True)
-        )
+        def body(i: jax.Array, bars: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+            start = _chunk_start(i, n)
+            xc = jax.lax.dynamic_slice(x, (start,), (CHUNK,))
+            wc = None if w is None else jax.lax.dynamic_slice(w, (start,), (CHUNK,))
+            # an overlapping chunk rewrites the same values: no masking needed
+            return tuple(
+                jax.lax.dynamic_update_slice(bar, new, (start,))
+                for bar, new in zip(bars, one(xc, wc), strict=True)
+            )
 
-    return jax.lax.fori_loop(0, -(-n // CHUNK), body, (jnp.zeros_like(x), jnp.zeros_like(w)))
+        init = (jnp.zeros_like(x),) if w is None else (jnp.zeros_like(x), jnp.zeros_like(w))
+        bars = jax.lax.fori_loop(0, -(-n // CHUNK), body, init)
+    return (bars[0], None) if w is None else bars
 
 
 cdf_sums.defvjp(_cdf_sums_fwd, _cdf_sums_bwd)

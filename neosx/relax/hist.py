@@ -100,7 +100,9 @@ def make_binning(
         raise ValueError("hist range=... is only used with an integer number of bins")
     if not _is_concrete(bins):
         if jnp.ndim(bins) != 1 or jnp.shape(bins)[0] < 2:
-            raise ValueError(f"hist bins must be a 1-D array of >= 2 edges, shape {jnp.shape(bins)}")
+            raise ValueError(
+                f"hist bins must be a 1-D array of >= 2 edges, got shape {jnp.shape(bins)}"
+            )
         return Binning(jnp.asarray(bins, dtype), None, None)
     edges = np.asarray(bins, dtype=np.float64)
     if edges.ndim != 1 or edges.shape[0] < 2:
@@ -164,8 +166,13 @@ _CUMULATIVE_KERNELS: dict[str, tuple[str, Callable[[jax.Array], jax.Array]]] = {
 }
 
 
+def _unit(x: jax.Array, w: jax.Array | None) -> jax.Array:
+    """Weights as an array (unit weights travel as None to spare an N-array where possible)."""
+    return jnp.ones_like(x) if w is None else w
+
+
 def _edge_cdf_sums(
-    x: jax.Array, w: jax.Array, binning: Binning, h: ArrayLike, kernel: str
+    x: jax.Array, w: jax.Array | None, binning: Binning, h: ArrayLike, kernel: str
 ) -> jax.Array:
     """``C_k = sum_i w_i F((e_k - x_i)/h)`` for every edge k: (B+1,)."""
     name, cdf = _CUMULATIVE_KERNELS[kernel]
@@ -174,29 +181,35 @@ def _edge_cdf_sums(
         if grid is not None:
             return _kde_fast.cdf_sums(x, w, grid)
     edges = binning.edges
-    return _chunked_event_sum(lambda xc: cdf((edges[None, :] - xc[:, None]) / h), x, w)
+    return _chunked_event_sum(lambda xc: cdf((edges[None, :] - xc[:, None]) / h), x, _unit(x, w))
 
 
 def _cumulative_hist(
-    x: jax.Array, w: jax.Array, binning: Binning, h: ArrayLike, overflow: Overflow, kernel: str
+    x: jax.Array, w: jax.Array | None, binning: Binning, h: ArrayLike, overflow: Overflow,
+    kernel: str,
 ) -> jax.Array:
     sums = _edge_cdf_sums(x, w, binning, h, kernel)
     counts = jnp.diff(sums)
     if overflow == "clip":  # mass below the first / above the last edge joins the edge bins
-        counts = counts.at[0].add(sums[0]).at[-1].add(jnp.sum(w) - sums[-1])
+        total = x.shape[0] if w is None else jnp.sum(w)
+        counts = counts.at[0].add(sums[0]).at[-1].add(total - sums[-1])
     return counts
 
 
-def _kde(x: jax.Array, w: jax.Array, b: Binning, h: ArrayLike, overflow: Overflow) -> jax.Array:
+def _kde(
+    x: jax.Array, w: jax.Array | None, b: Binning, h: ArrayLike, overflow: Overflow
+) -> jax.Array:
     return _cumulative_hist(x, w, b, h, overflow, "kde")
 
 
-def _sigmoid(x: jax.Array, w: jax.Array, b: Binning, h: ArrayLike, overflow: Overflow) -> jax.Array:
+def _sigmoid(
+    x: jax.Array, w: jax.Array | None, b: Binning, h: ArrayLike, overflow: Overflow
+) -> jax.Array:
     return _cumulative_hist(x, w, b, h, overflow, "sigmoid")
 
 
 def _gaussian(
-    x: jax.Array, w: jax.Array, binning: Binning, h: ArrayLike, overflow: Overflow
+    x: jax.Array, w: jax.Array | None, binning: Binning, h: ArrayLike, overflow: Overflow
 ) -> jax.Array:
     edges = binning.edges
     centres, widths = (edges[1:] + edges[:-1]) / 2, jnp.diff(edges)
@@ -210,11 +223,11 @@ def _gaussian(
         above = _gaussian_cdf((xc - edges[-1]) / h)
         return density.at[:, 0].add(below).at[:, -1].add(above)
 
-    return _chunked_event_sum(per_event, x, w)
+    return _chunked_event_sum(per_event, x, _unit(x, w))
 
 
 def _triangular(
-    x: jax.Array, w: jax.Array, binning: Binning, h: ArrayLike, overflow: Overflow
+    x: jax.Array, w: jax.Array | None, binning: Binning, h: ArrayLike, overflow: Overflow
 ) -> jax.Array:
     if not _is_concrete(h) or binning.concrete is None:
         raise ValueError("hist method='triangular' needs concrete bin edges and bandwidth")
@@ -246,12 +259,13 @@ def _triangular(
         above = jnp.sum(share[:, -n_pad:], axis=1) + (far & (xc > edges[-1]))
         return inner.at[:, 0].add(below).at[:, -1].add(above)
 
-    return _chunked_event_sum(per_event, x, w)
+    return _chunked_event_sum(per_event, x, _unit(x, w))
 
 
-def _hard(x: jax.Array, w: jax.Array, binning: Binning, overflow: Overflow) -> jax.Array:
+def _hard(x: jax.Array, w: jax.Array | None, binning: Binning, overflow: Overflow) -> jax.Array:
     """Exact counts with numpy.histogram's convention (last bin closed on the right)."""
     edges, n_bins = binning.edges, binning.n_bins
+    w = _unit(x, w)
     index = jnp.searchsorted(edges, x, side="right") - 1
     index = jnp.where(x == edges[-1], n_bins - 1, index)
     if overflow == "drop":
@@ -261,7 +275,7 @@ def _hard(x: jax.Array, w: jax.Array, binning: Binning, overflow: Overflow) -> j
 
 
 def _straight_through(
-    x: jax.Array, w: jax.Array, binning: Binning, h: ArrayLike, overflow: Overflow
+    x: jax.Array, w: jax.Array | None, binning: Binning, h: ArrayLike, overflow: Overflow
 ) -> jax.Array:
     soft = _kde(x, w, binning, h, overflow)
     hard = _hard(x, w, binning, overflow)
@@ -269,7 +283,7 @@ def _straight_through(
     return soft - jax.lax.stop_gradient(soft) + jax.lax.stop_gradient(hard)
 
 
-Method = Callable[[jax.Array, jax.Array, Binning, ArrayLike, Overflow], jax.Array]
+Method = Callable[[jax.Array, jax.Array | None, Binning, ArrayLike, Overflow], jax.Array]
 METHODS: dict[str, Method] = {
     "kde": _kde,
     "sigmoid": _sigmoid,
@@ -282,7 +296,7 @@ METHODS: dict[str, Method] = {
 
 def _events_and_weights(
     x: ArrayLike, weights: ArrayLike | None, name: str
-) -> tuple[jax.Array, jax.Array]:
+) -> tuple[jax.Array, jax.Array | None]:
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
@@ -291,7 +305,7 @@ def _events_and_weights(
             f"{name} expects 1-D events x, got shape {x.shape}; batch with jax.vmap instead"
         )
     if weights is None:
-        return x, jnp.ones_like(x)
+        return x, None
     w = jnp.asarray(weights, x.dtype)
     if w.shape != x.shape:
         raise ValueError(f"{name} weights shape {w.shape} does not match events x shape {x.shape}")
@@ -308,7 +322,7 @@ def hist(
     overflow: Overflow = "drop",
     density: bool = False,
     hard: bool = False,
-    range: tuple[float, float] | None = None,  # noqa: A002 (numpy's name)
+    range: tuple[float, float] | None = None,
 ) -> jax.Array:
     """Differentiable (soft) histogram of weighted events.
 
@@ -370,7 +384,7 @@ def hist_sumw2(
     method: str = "kde",
     overflow: Overflow = "drop",
     hard: bool = False,
-    range: tuple[float, float] | None = None,  # noqa: A002 (numpy's name)
+    range: tuple[float, float] | None = None,
 ) -> jax.Array:
     """Sum of squared weights per bin, ``sum_i w_i^2 k_ib``: the MC statistical variance.
 
