@@ -1,0 +1,397 @@
+"""`HistFactory`: a pyhf-format statistical model compiled once, evaluated by pure JAX."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pyhf
+from jax import Array
+from jax.typing import ArrayLike
+
+from neosx.histfactory import likelihood
+from neosx.histfactory.config import HistFactoryConfig
+from neosx.histfactory.layout import Layout, compile_layout
+from neosx.histfactory.likelihood import OverrideSlot
+from neosx.histfactory.spec import pyhf_boundary, resolve_source
+from neosx.histfactory.yields import parse_histograms
+
+__all__ = ["HistFactory"]
+
+Yields = Mapping[str, Mapping[str, Any]]
+
+
+def _require_float64() -> None:
+    if jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
+        raise RuntimeError(
+            "HistFactory likelihoods need float64, but JAX runs in float32: call "
+            'jax.config.update("jax_enable_x64", True) at start-up (or set JAX_ENABLE_X64=1)'
+        )
+
+
+def _is_traced(*trees: Any) -> bool:
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(trees))
+
+
+def _checked_shape(name: str, value: Any, shapes: tuple[tuple[int, ...], ...]) -> Any:
+    """``value`` as an array (numpy and jax arrays pass as they are) of one of ``shapes``."""
+    if not isinstance(value, jax.Array | np.ndarray):
+        value = jnp.asarray(value, dtype=jnp.float64)  # also stacks lists of tracers
+    if tuple(value.shape) not in shapes:
+        expected = " or ".join(str(s) for s in shapes)
+        raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {expected}")
+    return value
+
+
+def _logpdf(
+    layout: Layout, slots: tuple[OverrideSlot, ...], pars: Array, data: Array, values: Any
+) -> tuple[Array, Array]:
+    return likelihood.logpdf(layout, pars, data, likelihood.apply_overrides(layout, slots, values))
+
+
+def _rates_by_sample(
+    layout: Layout, slots: tuple[OverrideSlot, ...], pars: Array, values: Any
+) -> Array:
+    arrays = likelihood.apply_overrides(layout, slots, values)
+    return likelihood.rates_by_sample(layout, pars, arrays)
+
+
+def _expected_data(
+    layout: Layout, slots: tuple[OverrideSlot, ...], include_auxdata: bool, pars: Array, values: Any
+) -> Array:
+    arrays = likelihood.apply_overrides(layout, slots, values)
+    main = jnp.sum(likelihood.rates_by_sample(layout, pars, arrays), axis=0)
+    if not include_auxdata:
+        return main
+    return jnp.concatenate([main, likelihood.expected_auxdata(layout, pars, arrays)])
+
+
+def _auxdata(layout: Layout, slots: tuple[OverrideSlot, ...], values: Any) -> Array:
+    return likelihood.auxdata(layout, likelihood.apply_overrides(layout, slots, values))
+
+
+@jax.tree_util.register_pytree_node_class
+class HistFactory:
+    """A HistFactory model (pyhf semantics) whose likelihood is a pure JAX function.
+
+    The spec is validated by pyhf's schema and compiled once: parameter order, bounds,
+    inits, auxiliary data and constraint widths come from a ``pyhf.Model`` built on the
+    spec's yields; the modifier layout becomes static index arrays. ``expected_data`` and
+    ``logpdf`` are then pure functions of the parameters and, optionally, of **yields
+    overrides** replacing the spec's numbers with (traced) arrays.
+
+    **Yields overrides** use the nested format of :mod:`neosx.histfactory.yields`::
+
+        yields = {
+            "SR": {
+                "signal": sig,                                    # nominal (n_bins,)
+                "bkg": {
+                    "data": bkg,                                  # nominal (n_bins,)
+                    "histosys": {"jes": {"hi_data": up, "lo_data": down}},
+                    "normsys": {"xsec": {"hi": 1.1, "lo": 0.9}},  # scalars
+                    "staterror": {"staterror_SR": {"sumw2": w2}}, # or the uncertainty
+                    "shapesys": {"bkg_mc": unc},                  # absolute uncertainty
+                },
+            },
+        }
+
+    Every field is optional; whatever is not given comes from the spec. Quantities that
+    depend on the yields are recomputed from the overrides as pyhf would on a spec rebuilt
+    with them: histosys deltas use the current nominal, staterror widths are
+    ``sqrt(Σ_samples Σw²) / Σ_samples nominal`` per bin, shapesys ``tau = nominal² / Σw²``
+    (which is also the shapesys auxiliary data, see :meth:`auxdata`). Where the measurement
+    sets ``sigmas`` (staterror) or ``factors`` / ``auxdata`` (shapesys), those win, as in pyhf.
+
+    The model is a pytree without leaves (hashed by identity), so it can be passed to
+    ``jax.jit``-ed functions as an ordinary argument.
+
+    Attributes:
+        config: The :class:`HistFactoryConfig` (parameter order, bounds, inits, auxdata...).
+        spec: The model spec (``{"channels": ..., "parameters": ...}``) that was compiled.
+        pyhf_model: The ``pyhf.Model`` built on the spec's yields (the reference; e.g.
+            ``workspace.data(model.pyhf_model)`` orders observations as this model does).
+
+    Args:
+        source: A pyhf workspace (``pyhf.Workspace`` or its JSON dict), a model spec
+            ``{"channels": ..., "parameters": ...}``, or a ``pyhf.Model`` (e.g.
+            ``workspace.model(patches=[patch])``).
+        poi_name: Parameter of interest; default the measurement's (workspace), the
+            model's (``pyhf.Model``), or ``"mu"`` if a model spec declares it, else none.
+        measurement: Measurement name or index of a workspace (default the first).
+        modifier_settings: pyhf's interpolation settings, e.g.
+            ``{"normsys": {"interpcode": "code1"}, "histosys": {"interpcode": "code0"}}``;
+            default pyhf's (normsys code4, histosys code4p). As in pyhf, a type missing
+            from a given mapping gets pyhf's class default (code1 / code0).
+
+    Raises:
+        ValueError: If pyhf rejects the input (schema, measurement, POI), an array has the
+            wrong length (naming channel, sample and modifier), or an interpolation code
+            is not supported (normsys: code1, code4; histosys: code0, code4p).
+
+    Example:
+        >>> import jax
+        >>> jax.config.update("jax_enable_x64", True)
+        >>> spec = {"channels": [{"name": "SR", "samples": [
+        ...     {"name": "sig", "data": [5.0], "modifiers": [
+        ...         {"name": "mu", "type": "normfactor", "data": None}]},
+        ...     {"name": "bkg", "data": [50.0], "modifiers": [
+        ...         {"name": "unc", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}}]}]}]}
+        >>> model = HistFactory(spec)
+        >>> model.config.par_order, model.config.poi_index
+        (('mu', 'unc'), 0)
+        >>> pars = jax.numpy.array([1.0, 0.0])
+        >>> model.expected_data(pars).tolist()
+        [55.0, 0.0]
+        >>> float(model.expected_data(pars, yields={"SR": {"sig": [10.0]}})[0])
+        60.0
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        poi_name: str | None = None,
+        measurement: str | int | None = None,
+        modifier_settings: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        spec, poi, settings = resolve_source(source, poi_name=poi_name, measurement=measurement)
+        settings = dict(modifier_settings) if modifier_settings is not None else settings
+        with pyhf_boundary("the model spec"):
+            kwargs = {} if settings is None else {"modifier_settings": settings}
+            self.pyhf_model = pyhf.Model(spec, poi_name=poi, validate=False, **kwargs)
+        self.spec: Mapping[str, Any] = self.pyhf_model.spec
+        self._layout = compile_layout(self.spec, self.pyhf_model)
+        self.config = HistFactoryConfig.from_pyhf(self.pyhf_model, self._layout)
+        self._site_modifiers = {
+            (channel["name"], sample["name"]): [(m["type"], m["name"]) for m in sample["modifiers"]]
+            for channel in self.spec["channels"]
+            for sample in channel["samples"]
+        }
+        layout = self._layout
+        self._logpdf = jax.jit(functools.partial(_logpdf, layout), static_argnums=0)
+        self._expected = jax.jit(functools.partial(_expected_data, layout), static_argnums=(0, 1))
+        self._by_sample = jax.jit(functools.partial(_rates_by_sample, layout), static_argnums=0)
+        self._auxdata = jax.jit(functools.partial(_auxdata, layout), static_argnums=0)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"HistFactory(channels={list(c.channels)}, samples={list(c.samples)}, "
+            f"npars={c.npars}, poi={c.poi_name!r})"
+        )
+
+    def tree_flatten(self) -> tuple[tuple[()], HistFactory]:
+        """Flatten as a pytree without leaves (the model is static)."""
+        return (), self
+
+    @classmethod
+    def tree_unflatten(cls, model: HistFactory, _: tuple[()]) -> HistFactory:
+        """Rebuild from :meth:`tree_flatten`."""
+        return model
+
+    def _overrides(self, yields: Yields | None) -> tuple[tuple[OverrideSlot, ...], tuple[Any, ...]]:
+        """Check a yields override against the model and map it to layout slots."""
+        if yields is None:
+            return (), ()
+        slots, values = [], []
+        for (channel, sample), entry in parse_histograms(yields).items():
+            path = f"yields['{channel}']['{sample}']"
+            if channel not in self.config.channel_nbins:
+                raise ValueError(
+                    f"yields: unknown channel '{channel}'; the model's channels are "
+                    f"{list(self.config.channels)}"
+                )
+            if (channel, sample) not in self._site_modifiers:
+                present = [s for c, s in self._site_modifiers if c == channel]
+                raise ValueError(
+                    f"{path}: channel '{channel}' has no sample '{sample}'; its samples are "
+                    f"{present}"
+                )
+            nbins = (self.config.channel_nbins[channel],)
+            requests = [(("data", channel, sample), entry.data, nbins, False, path)]
+            for (mtype, name), fields in entry.modifiers.items():
+                if (mtype, name) not in self._site_modifiers[channel, sample]:
+                    same_type = [n for t, n in self._site_modifiers[channel, sample] if t == mtype]
+                    raise ValueError(
+                        f"{path}['{mtype}']['{name}']: sample '{sample}' in channel "
+                        f"'{channel}' has no {mtype} modifier '{name}'; its {mtype} "
+                        f"modifiers are {same_type}"
+                    )
+                for field, value in fields.items():
+                    suffix = "" if field == "uncertainty" else f"['{field}']"
+                    requests.append(
+                        (
+                            (mtype, name, channel, sample, "sumw2" if suffix == "" else field),
+                            value,
+                            () if mtype == "normsys" else nbins,
+                            field == "uncertainty",
+                            f"{path}['{mtype}']['{name}']{suffix}",
+                        )
+                    )
+            for key, value, shape, square, where in requests:
+                if value is not None:
+                    values.append(_checked_shape(where, value, (shape,)))
+                    slots.append((*self._layout.slots[key], square))
+        return tuple(slots), tuple(values)
+
+    def _pars(self, pars: ArrayLike) -> Array:
+        _require_float64()
+        pars = _checked_shape("pars", pars, ((self.config.npars,),))
+        return jnp.asarray(pars, dtype=jnp.float64)
+
+    def expected_rates_by_sample(self, pars: ArrayLike, yields: Yields | None = None) -> Array:
+        """Expected rate of every sample in every bin.
+
+        Args:
+            pars: Parameters (npars,), ordered as ``config.par_names``.
+            yields: Optional yields override (see the class docstring).
+
+        Returns:
+            Rates (n_samples, nmaindata) in events; rows follow ``config.samples``.
+
+        Raises:
+            ValueError: If ``pars`` or the override do not fit the model.
+            RuntimeError: If JAX runs in float32.
+
+        Example:
+            With ``model`` of the class example:
+
+            >>> model.expected_rates_by_sample(model.config.suggested_init)  # doctest: +SKIP
+            Array([[50.], [ 5.]], dtype=float64)
+        """
+        pars = self._pars(pars)
+        slots, values = self._overrides(yields)
+        return self._by_sample(slots, pars, values)
+
+    def expected_data(
+        self, pars: ArrayLike, yields: Yields | None = None, include_auxdata: bool = True
+    ) -> Array:
+        """Expected main counts, followed by the expected auxiliary data.
+
+        Equals ``pyhf.Model.expected_data``: main bins in ``config.channels`` order, then
+        theta (Gaussian) and gamma * tau (Poisson constraints) in pyhf's auxdata order.
+        Negative expected counts are returned as they are.
+
+        Args:
+            pars: Parameters (npars,), ordered as ``config.par_names``.
+            yields: Optional yields override (see the class docstring).
+            include_auxdata: Whether to append the expected auxiliary data.
+
+        Returns:
+            (nmaindata + nauxdata,) or (nmaindata,) expected counts.
+
+        Raises:
+            ValueError: If ``pars`` or the override do not fit the model.
+            RuntimeError: If JAX runs in float32.
+
+        Example:
+            With ``model`` of the class example:
+
+            >>> model.expected_data(model.config.suggested_init)  # doctest: +SKIP
+            Array([55.,  0.], dtype=float64)
+        """
+        pars = self._pars(pars)
+        slots, values = self._overrides(yields)
+        return self._expected(slots, bool(include_auxdata), pars, values)
+
+    def auxdata(self, yields: Yields | None = None) -> Array:
+        """Observed auxiliary data implied by the yields.
+
+        Equals ``config.auxdata`` without override; with one, the shapesys entries become
+        the overridden ``tau = nominal² / Σw²`` (pyhf's auxdata of the rebuilt spec).
+
+        Args:
+            yields: Optional yields override (see the class docstring).
+
+        Returns:
+            (nauxdata,) auxiliary data.
+
+        Raises:
+            ValueError: If the override does not fit the model.
+            RuntimeError: If JAX runs in float32.
+
+        Example:
+            With ``model`` of the class example (one normsys, auxiliary datum 0):
+
+            >>> model.auxdata()  # doctest: +SKIP
+            Array([0.], dtype=float64)
+        """
+        _require_float64()
+        slots, values = self._overrides(yields)
+        return self._auxdata(slots, values)
+
+    def logpdf(self, pars: ArrayLike, data: ArrayLike, yields: Yields | None = None) -> Array:
+        """Log-likelihood of the data: Poisson main term plus constraint terms (pyhf's).
+
+        Returns a scalar (pyhf returns shape (1,)). Called eagerly (concrete inputs), a
+        negative expected rate raises ``ValueError`` naming channel, bin, sample and the
+        histosys modifiers pulling it down; under ``jax.jit`` / ``vmap`` / ``grad`` the
+        value is then NaN (no check, so fits can back off from such points).
+
+        Args:
+            pars: Parameters (npars,), ordered as ``config.par_names``.
+            data: Observed main counts then auxiliary data (nmaindata + nauxdata,), as
+                pyhf; or the main counts only (nmaindata,), completed with
+                :meth:`auxdata` of the same yields.
+            yields: Optional yields override (see the class docstring).
+
+        Returns:
+            Scalar log-likelihood.
+
+        Raises:
+            ValueError: If ``pars``, ``data`` or the override do not fit the model, or (eager
+                calls) an expected rate is negative.
+            RuntimeError: If JAX runs in float32.
+
+        Example:
+            With ``model`` of the class example:
+
+            >>> init = model.config.suggested_init  # doctest: +SKIP
+            >>> round(float(model.logpdf(init, model.expected_data(init))), 6)  # doctest: +SKIP
+            -3.843059
+            >>> round(float(model.logpdf(init, [60.0])), 6)  # main counts only  # doctest: +SKIP
+            -4.107121
+        """
+        pars = self._pars(pars)
+        n_main, n_all = self.config.nmaindata, self.config.nmaindata + self.config.nauxdata
+        data = _checked_shape("data", data, ((n_all,), (n_main,)))
+        data = jnp.asarray(data, dtype=jnp.float64)
+        slots, values = self._overrides(yields)
+        value, min_rate = self._logpdf(slots, pars, data, values)
+        if not _is_traced(pars, data, values) and min_rate < 0:
+            raise self._negative_rate_error(pars, slots, values)
+        return value
+
+    def _negative_rate_error(
+        self, pars: Array, slots: tuple[OverrideSlot, ...], values: tuple[Any, ...]
+    ) -> ValueError:
+        """Describe where and why expected rates are negative."""
+        rates = np.asarray(self._by_sample(slots, pars, values))
+        nominal = np.asarray(likelihood.apply_overrides(self._layout, slots, values)["nominal"])
+        layout, config = self._layout, self.config
+        lines = []
+        for global_bin in np.flatnonzero(rates.sum(axis=0) < 0):
+            channel = next(c for c in config.channels if global_bin < config.channel_slices[c].stop)
+            local = global_bin - config.channel_slices[channel].start
+            lines.append(
+                f"channel '{channel}' bin {local}: expected {rates[:, global_bin].sum():.6g}"
+            )
+            for s in np.flatnonzero(rates[:, global_bin] < 0):
+                sample_bin = s * layout.n_bins + global_bin
+                rows = np.flatnonzero(layout.histosys_mask[:, sample_bin])
+                pulls = ", ".join(
+                    f"'{layout.histosys_names[r]}' (alpha={pars[layout.histosys_par[r]]:.3g})"
+                    for r in rows
+                )
+                lines.append(
+                    f"  sample '{config.samples[s]}': {rates[s, global_bin]:.6g} from nominal "
+                    f"{nominal[sample_bin]:.6g}; histosys: {pulls or 'none'}"
+                )
+        return ValueError(
+            "negative expected rates, the Poisson likelihood is undefined (pyhf returns NaN; "
+            "so does neosx under jax transformations):\n" + "\n".join(lines)
+        )
