@@ -1,0 +1,24 @@
+"""Differentiable statistical inference on :class:`~neosx.histfactory.HistFactory` models.
+
+Fits are solved by projected Newton and differentiated implicitly; every quantity here is
+jit-able, vmap-able and differentiable with respect to the yields (and so everything
+upstream of them).
+"""
+
+from neosx.infer.cls import expected_cls, hypotest
+from neosx.infer.fisher import covariance, poi_uncertainty
+from neosx.infer.fit import FitError, fit
+from neosx.infer.limits import discovery_significance, expected_upper_limit
+from neosx.infer.teststat import test_statistic
+
+__all__ = [
+    "FitError",
+    "covariance",
+    "discovery_significance",
+    "expected_cls",
+    "expected_upper_limit",
+    "fit",
+    "hypotest",
+    "poi_uncertainty",
+    "test_statistic",
+]
