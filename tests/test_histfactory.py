@@ -800,3 +800,42 @@ def test_build_spec_rejects_traced_values_and_unknown_signal() -> None:
         build_spec(histograms(), signal_samples=["sig"])
     with pytest.raises(ValueError, match="build_spec needs concrete numbers"):
         jax.jit(lambda x: build_spec({"SR": {"signal": x}}))(jnp.ones(2))
+
+
+def test_log_likelihood_ratio_differs_from_logpdf_by_a_constant() -> None:
+    """Same differences, gradient and Hessian in pars as logpdf; 0 at the saturated point."""
+    model = HistFactory(all_modifiers_spec())
+    reference = model.pyhf_model
+    points = random_points(reference, 6, seed=3)
+    data = np.asarray(model.expected_data(points[0]))
+    ratio = [float(model.log_likelihood_ratio(p, data)) for p in points]
+    logpdf = [float(model.logpdf(p, data)) for p in points]
+    assert ratio[0] == pytest.approx(0.0, abs=1e-9)
+    assert max(ratio) <= 1e-9
+    np.testing.assert_allclose(np.diff(ratio), np.diff(logpdf), rtol=1e-9, atol=1e-9)
+    for grad in (jax.grad, jax.hessian):
+        np.testing.assert_allclose(
+            grad(lambda p: model.log_likelihood_ratio(p, data))(points[2]),
+            grad(lambda p: model.logpdf(p, data))(points[2]), rtol=1e-9, atol=1e-9,
+        )
+
+
+def test_log_likelihood_ratio_resolves_tiny_shapesys_widths() -> None:
+    """tau = 2.5e11: logpdf is quantised at 2**-10, the ratio resolves 1e-9 differences."""
+    spec = {"channels": [{"name": "SR", "samples": [
+        {"name": "sig", "data": [5.0, 5.0], "modifiers": [
+            {"name": "mu", "type": "normfactor", "data": None}]},
+        {"name": "bkg", "data": [50.0, 50.0], "modifiers": [
+            {"name": "tiny", "type": "shapesys", "data": [1e-4, 5.0]}]}]}]}
+    model = HistFactory(spec)
+    init = np.asarray(model.config.suggested_init)
+    data = np.asarray(model.expected_data(init))
+    gamma_index = model.config.par_slice("tiny").start
+    moved = init.copy()
+    moved[gamma_index] += 1e-8  # ~ 0.0025 sigma of a width-2e-6 constraint
+    # the constraint's tau (log(1 + d) - d) ~ -tau d^2 / 2; the main-bin change is ~1e-15
+    expected = -0.5 * 2.5e11 * 1e-16
+    got = float(model.log_likelihood_ratio(moved, data) - model.log_likelihood_ratio(init, data))
+    assert got == pytest.approx(expected, rel=1e-4)
+    coarse = float(model.logpdf(moved, data) - model.logpdf(init, data))
+    assert abs(coarse - expected) > 1e-5  # what logpdf differences would have given

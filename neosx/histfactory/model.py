@@ -48,9 +48,11 @@ def _checked_shape(name: str, value: Any, shapes: tuple[tuple[int, ...], ...]) -
 
 
 def _logpdf(
-    layout: Layout, slots: tuple[OverrideSlot, ...], pars: Array, data: Array, values: Any
+    layout: Layout, relative: bool, slots: tuple[OverrideSlot, ...], pars: Array, data: Array,
+    values: Any,
 ) -> tuple[Array, Array]:
-    return likelihood.logpdf(layout, pars, data, likelihood.apply_overrides(layout, slots, values))
+    arrays = likelihood.apply_overrides(layout, slots, values)
+    return likelihood.logpdf(layout, pars, data, arrays, relative)
 
 
 def _rates_by_sample(
@@ -172,7 +174,7 @@ class HistFactory:
             for sample in channel["samples"]
         }
         layout = self._layout
-        self._logpdf = jax.jit(functools.partial(_logpdf, layout), static_argnums=0)
+        self._logpdf = jax.jit(functools.partial(_logpdf, layout), static_argnums=(0, 1))
         self._expected = jax.jit(functools.partial(_expected_data, layout), static_argnums=(0, 1))
         self._by_sample = jax.jit(functools.partial(_rates_by_sample, layout), static_argnums=0)
         self._auxdata = jax.jit(functools.partial(_auxdata, layout), static_argnums=0)
@@ -356,12 +358,33 @@ class HistFactory:
             >>> round(float(model.logpdf(init, [60.0])), 6)  # main counts only  # doctest: +SKIP
             -4.107121
         """
+        return self._evaluate(pars, data, yields, relative=False)
+
+    def log_likelihood_ratio(
+        self, pars: ArrayLike, data: ArrayLike, yields: Yields | None = None
+    ) -> Array:
+        """``log L(pars) - log L(saturated)``, summed term by term: what fits should minimise.
+
+        Poisson terms are ``n (log1p(u) - u)`` with ``u = (rate - n) / n`` and Gaussian
+        constraints drop their normalisation, so the value differs from :meth:`logpdf` by a
+        function of ``data`` and ``yields`` only: differences between parameter points,
+        gradients and Hessians w.r.t. ``pars`` are the same, but without the huge constants
+        (a shapesys with ``tau = 2.5e11`` adds 6.5e12 to the logpdf, whose float64 spacing
+        of 1e-3 would swamp a test statistic). Arguments, errors: as :meth:`logpdf`.
+
+        Returns:
+            Scalar, <= 0 (0 at the saturated point).
+        """
+        return self._evaluate(pars, data, yields, relative=True)
+
+    def _evaluate(self, pars: ArrayLike, data: ArrayLike, yields: Yields | None,
+                  relative: bool) -> Array:
         pars = self._pars(pars)
         n_main, n_all = self.config.nmaindata, self.config.nmaindata + self.config.nauxdata
         data = _checked_shape("data", data, ((n_all,), (n_main,)))
         data = jnp.asarray(data, dtype=jnp.float64)
         slots, values = self._overrides(yields)
-        value, min_rate = self._logpdf(slots, pars, data, values)
+        value, min_rate = self._logpdf(relative, slots, pars, data, values)
         if not _is_traced(pars, data, values) and min_rate < 0:
             raise self._negative_rate_error(pars, slots, values)
         return value

@@ -17,7 +17,7 @@ from jax.scipy.special import ndtr
 from jax.typing import ArrayLike
 
 from neosx.histfactory import HistFactory
-from neosx.infer.fit import checked, fit_solution
+from neosx.infer.fit import checked, fit_solution, require_float64
 from neosx.infer.teststat import TestStat, poi_name, test_statistic
 
 __all__ = ["N_SIGMA", "asimov_data", "expected_cls", "hypotest", "profiled_asimov_q"]
@@ -46,11 +46,12 @@ def profiled_asimov_q(
     The free fit to Asimov data is known exactly (the generating parameters), so only the
     fit with the POI fixed at ``mu_test`` is run.
     """
+    require_float64()
     data, generating = asimov_data(model, mu_asimov, yields)
     constrained = fit_solution(
         model, data, yields=yields, fixed={poi_name(model): jnp.asarray(mu_test, jnp.float64)}
     )
-    nll_free = -model.logpdf(generating, data, yields)
+    nll_free = -model.log_likelihood_ratio(generating, data, yields)
     q = jnp.maximum(2.0 * (constrained.value - nll_free), 0.0)
     return checked(q, constrained.converged, "Asimov fit")
 
@@ -99,8 +100,10 @@ def hypotest(
         return_expected_set: Also return the expected CLs at +2 ... -2 sigma.
 
     Returns:
-        CLs, or ``(CLs, (5,) expected set)``.
+        CLs, or ``(CLs, (5,) expected set)``; for ``"q0"`` the discovery p-value p0 = CLs+b
+        and its expected set instead, as pyhf.
     """
+    require_float64()
     data = jnp.asarray(data, jnp.float64)
     q, _ = test_statistic(mu, data, model, test_stat=test_stat, yields=yields)
     asimov_mu = 1.0 if test_stat == "q0" else 0.0
@@ -112,8 +115,10 @@ def hypotest(
         stat = jnp.where(sqrt_q <= sqrt_qa, sqrt_q - sqrt_qa, (q - qa) / (2.0 * sqrt_qa))
     else:
         stat = sqrt_q - sqrt_qa
-    cls = checked(ndtr(-(stat + sqrt_qa)) / ndtr(-stat), bkg.converged, "Asimov fit")
+    # for q0 pyhf reports the discovery p-value CLs+b = p0 instead of the ratio
+    cl_b = 1.0 if test_stat == "q0" else ndtr(-stat)
+    cls = checked(ndtr(-(stat + sqrt_qa)) / cl_b, bkg.converged, "Asimov fit")
     if not return_expected_set:
         return cls
     n = jnp.asarray(N_SIGMA, jnp.float64)
-    return cls, ndtr(-(n + sqrt_qa)) / ndtr(-n)
+    return cls, ndtr(-(n + sqrt_qa)) / (1.0 if test_stat == "q0" else ndtr(-n))

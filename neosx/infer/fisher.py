@@ -40,7 +40,7 @@ def covariance(model: HistFactory, mu: ArrayLike = 1.0, *, yields: Any = None) -
     require_float64()
     poi_name(model)
     data, pars = asimov_data(model, mu, yields)
-    hess = jax.hessian(lambda p: -model.logpdf(p, data, yields))(pars)
+    hess = jax.hessian(lambda p: -model.log_likelihood_ratio(p, data, yields))(pars)
     free = ~np.asarray(model.config.suggested_fixed, dtype=bool)
     mask = free[:, None] & free[None, :]
     inverse = jnp.linalg.inv(jnp.where(mask, hess, jnp.eye(hess.shape[0])))

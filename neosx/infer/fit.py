@@ -70,8 +70,9 @@ def fit_solution(
 ) -> Solution:
     """Like :func:`fit`, returning the full :class:`~neosx.infer._solver.Solution`.
 
-    ``Solution.value`` is the minimised negative log-likelihood, differentiable w.r.t. data,
-    yields and the fixed values.
+    ``Solution.value`` is the minimised ``-model.log_likelihood_ratio`` (the negative
+    log-likelihood up to a function of data and yields), differentiable w.r.t. data, yields
+    and the fixed values; differences of it between fits are exact likelihood ratios.
     """
     require_float64()
     mask, values = _fixed_layout(model, fixed)
@@ -79,7 +80,7 @@ def fit_solution(
 
     def nll(pars: jax.Array, args: tuple) -> jax.Array:
         data, yields, start = args
-        return -model.logpdf(jnp.where(mask, start, pars), data, yields)
+        return -model.log_likelihood_ratio(jnp.where(mask, start, pars), data, yields)
 
     bounds = jnp.asarray(model.config.suggested_bounds, jnp.float64)
     data = jnp.asarray(data, jnp.float64)

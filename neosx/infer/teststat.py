@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from neosx.histfactory import HistFactory
-from neosx.infer.fit import checked, fit_solution
+from neosx.infer.fit import checked, fit_solution, require_float64
 
 __all__ = ["TEST_STATISTICS", "TestStat", "poi_name", "test_statistic"]
 
@@ -45,6 +45,7 @@ def test_statistic(
     Returns:
         ``(q, mu_hat)``; both differentiable w.r.t. ``mu``, ``data`` and ``yields``.
     """
+    require_float64()
     if test_stat not in TEST_STATISTICS:
         raise ValueError(f"test_stat must be one of {TEST_STATISTICS}, got {test_stat!r}")
     poi = poi_name(model)
