@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import signal
@@ -58,6 +57,7 @@ from dataclasses import asdict, dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _machine import machine_lines
 from jax.scipy.special import ndtr
 
 HistFn = Callable[[jax.Array, np.ndarray, float], jax.Array]
@@ -249,30 +249,6 @@ def _unavailable(impl: str) -> str | None:
     return None
 
 
-def _machine_lines() -> list[str]:
-    """Machine, software and device description for the report header."""
-    cpu_model = platform.processor() or platform.machine()
-    memory_gib = float("nan")
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            models = [line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line]
-        cpu_model = models[0] if models else cpu_model
-        with open("/proc/meminfo") as meminfo:
-            memory_gib = int(meminfo.readline().split()[1]) / _MIB
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    device = jax.devices()[0]
-    return [
-        f"- machine: {os.cpu_count()} CPUs ({usable} usable), {cpu_model}, "
-        f"{memory_gib:.1f} GiB RAM; {platform.platform()}; Python {platform.python_version()}",
-        "- load average (1, 5, 15 min) at the start: "
-        + ", ".join(f"{load:.2f}" for load in os.getloadavg()),
-        f"- JAX {jax.__version__} (jaxlib {jax.lib.__version__}); devices: {jax.device_count()} x "
-        f"{device.platform} ({device.device_kind})",
-    ]
-
-
 def _version_line(impls: Sequence[str], skipped: dict[str, str]) -> str:
     versions = []
     for impl in impls:
@@ -433,7 +409,7 @@ def _header_lines(args: argparse.Namespace, skipped: dict[str, str]) -> list[str
     return [
         "## Differentiable histogram: value+grad of sum(counts²) w.r.t. the events\n",
         f"- command: `{shlex.join(['python', *sys.argv])}`",
-        *_machine_lines(),
+        *machine_lines(),
         _version_line(args.impls, skipped),
         f"- events: {args.data} on [0, 1] (seed {args.seed}), unweighted;"
         f" edges linspace(0, 1, B+1); bandwidth {args.bandwidth_factor:g} x bin width; float64",

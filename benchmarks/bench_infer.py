@@ -81,7 +81,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -93,6 +92,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
+from _machine import machine_lines
 
 MIN_REPEATS = 3
 MIN_TOTAL_S = 0.5
@@ -555,31 +555,6 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def _machine_lines() -> list[str]:
-    import jax
-
-    cpu_model = platform.processor() or platform.machine()
-    memory_gib = float("nan")
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            models = [line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line]
-        cpu_model = models[0] if models else cpu_model
-        with open("/proc/meminfo") as meminfo:
-            memory_gib = int(meminfo.readline().split()[1]) / _MIB
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    device = jax.devices()[0]
-    return [
-        f"- machine: {os.cpu_count()} CPUs ({usable} usable), {cpu_model}, "
-        f"{memory_gib:.1f} GiB RAM; {platform.platform()}; Python {platform.python_version()}",
-        "- load average (1, 5, 15 min) at the start: "
-        + ", ".join(f"{load:.2f}" for load in os.getloadavg()),
-        f"- JAX {jax.__version__} (jaxlib {jax.lib.__version__}); devices: {jax.device_count()} x "
-        f"{device.platform} ({device.device_kind})",
-    ]
-
-
 def _header_lines(args: argparse.Namespace, skipped: dict[str, str]) -> list[str]:
     versions = ", ".join(
         f"{p} {_version(p)}" for p in ("neosx", "relaxed", "pyhf", "jaxopt", "equinox")
@@ -589,7 +564,7 @@ def _header_lines(args: argparse.Namespace, skipped: dict[str, str]) -> list[str
     return [
         "## Differentiable inference: value+grad w.r.t. the signal and background yields\n",
         f"- command: `{shlex.join(['python', *sys.argv])}`",
-        *_machine_lines(),
+        *machine_lines(),
         f"- versions: {versions}{notes}; float64; JAX CPU dispatch: {dispatch}",
         f"- model: 1 channel, B bins; signal x mu ({SIGNAL_EVENTS:g} events, Gaussian bump);"
         f" background ({BACKGROUND_EVENTS:g} events, falling) with K histosys np0..np{{K-1}}:"
