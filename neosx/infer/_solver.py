@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Solution", "minimize", "root"]
+__all__ = ["Solution", "free_block", "minimize", "root"]
 
 Objective = Callable[[jax.Array, Any], jax.Array]
 
@@ -60,14 +60,19 @@ def _active(pars: jax.Array, grad: jax.Array, lower: jax.Array, upper: jax.Array
     return at_lower | at_upper
 
 
+def free_block(matrix: jax.Array, free: jax.Array) -> jax.Array:
+    """``matrix`` on the free x free block, the identity on fixed / active rows and columns."""
+    mask = free[:, None] & free[None, :]
+    return jnp.where(mask, matrix, jnp.eye(matrix.shape[0], dtype=matrix.dtype))
+
+
 def _newton_direction(
     hess: jax.Array, grad: jax.Array, free: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """Newton direction on the free parameters (zero elsewhere) and the Newton decrement."""
-    mask = free[:, None] & free[None, :]
     diag = jnp.where(free, jnp.abs(jnp.diagonal(hess)), 1.0)
     scale = 1.0 / jnp.sqrt(jnp.where(diag > 0, diag, 1.0))
-    scaled = jnp.where(mask, hess * scale[:, None] * scale[None, :], jnp.eye(hess.shape[0]))
+    scaled = free_block(hess * scale[:, None] * scale[None, :], free)
     g = jnp.where(free, grad, 0.0)
     step = -scale * jnp.linalg.solve(scaled, scale * g)
     decrement = -jnp.dot(g, step)
@@ -154,9 +159,8 @@ def _minimize_bwd(
     pars, g, hess, lower, upper, args = residuals
     grad_fn = jax.grad(objective)
     free = ~np.asarray(fixed) & ~_active(pars, g, lower, upper)
-    mask = free[:, None] & free[None, :]
     bar = jnp.where(free, cotangent.pars, 0.0)
-    u = jnp.linalg.solve(jnp.where(mask, hess, jnp.eye(hess.shape[0])), bar)
+    u = jnp.linalg.solve(free_block(hess, free), bar)
     u = jnp.where(free, u, 0.0)
     # d theta*_F / d args = -H_FF^-1 d g_F / d args; the value's own derivative is d f / d args
     _, pull_grad = jax.vjp(lambda a: grad_fn(pars, a), args)

@@ -18,19 +18,12 @@ from jax.typing import ArrayLike
 
 from neosx.histfactory import HistFactory
 from neosx.infer.fit import checked, fit_solution, require_float64
-from neosx.infer.teststat import TestStat, poi_name, test_statistic
+from neosx.infer.teststat import TestStat, poi_name, sqrt_q, test_statistic
 
 __all__ = ["N_SIGMA", "asimov_data", "expected_cls", "hypotest", "profiled_asimov_q"]
 
 N_SIGMA = (2.0, 1.0, 0.0, -1.0, -2.0)
 """Order of the expected band, as pyhf returns it (CLs at +2 sigma ... -2 sigma)."""
-_TINY = 1e-300
-
-
-def _sqrt(q: jax.Array) -> jax.Array:
-    return jnp.sqrt(jnp.maximum(q, _TINY))
-
-
 def asimov_data(model: HistFactory, mu: ArrayLike, yields: Any = None) -> jax.Array:
     """Asimov data (main + auxiliary) at the suggested init with the POI set to ``mu``."""
     pars = jnp.asarray(model.config.suggested_init, jnp.float64)
@@ -77,7 +70,7 @@ def expected_cls(
         >>> nx.infer.expected_cls(model, 1.0, yields=yields)  # doctest: +SKIP
     """
     qa = profiled_asimov_q(model, mu, 0.0, yields)
-    sqrt_qa = _sqrt(qa)
+    sqrt_qa = sqrt_q(qa)
     n = jnp.asarray(N_SIGMA if band else 0.0, jnp.float64)
     return ndtr(-(n + sqrt_qa)) / ndtr(-n)
 
@@ -110,15 +103,15 @@ def hypotest(
     bkg = fit_solution(model, data, yields=yields, fixed={poi_name(model): asimov_mu})
     asimov = model.expected_data(bkg.pars, yields=yields, include_auxdata=True)
     qa, _ = test_statistic(mu, asimov, model, test_stat=test_stat, yields=yields)
-    sqrt_q, sqrt_qa = _sqrt(q), _sqrt(qa)
+    root_q, root_qa = sqrt_q(q), sqrt_q(qa)
     if test_stat == "qtilde":
-        stat = jnp.where(sqrt_q <= sqrt_qa, sqrt_q - sqrt_qa, (q - qa) / (2.0 * sqrt_qa))
+        stat = jnp.where(root_q <= root_qa, root_q - root_qa, (q - qa) / (2.0 * root_qa))
     else:
-        stat = sqrt_q - sqrt_qa
+        stat = root_q - root_qa
     # for q0 pyhf reports the discovery p-value CLs+b = p0 instead of the ratio
     cl_b = 1.0 if test_stat == "q0" else ndtr(-stat)
-    cls = checked(ndtr(-(stat + sqrt_qa)) / cl_b, bkg.converged, "Asimov fit")
+    cls = checked(ndtr(-(stat + root_qa)) / cl_b, bkg.converged, "Asimov fit")
     if not return_expected_set:
         return cls
     n = jnp.asarray(N_SIGMA, jnp.float64)
-    return cls, ndtr(-(n + sqrt_qa)) / (1.0 if test_stat == "q0" else ndtr(-n))
+    return cls, ndtr(-(n + root_qa)) / (1.0 if test_stat == "q0" else ndtr(-n))

@@ -19,6 +19,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from neosx.histfactory import HistFactory
+from neosx.infer._solver import free_block
 from neosx.infer.cls import asimov_data
 from neosx.infer.fit import require_float64
 from neosx.infer.teststat import poi_name
@@ -42,9 +43,8 @@ def covariance(model: HistFactory, mu: ArrayLike = 1.0, *, yields: Any = None) -
     data, pars = asimov_data(model, mu, yields)
     hess = jax.hessian(lambda p: -model.log_likelihood_ratio(p, data, yields))(pars)
     free = ~np.asarray(model.config.suggested_fixed, dtype=bool)
-    mask = free[:, None] & free[None, :]
-    inverse = jnp.linalg.inv(jnp.where(mask, hess, jnp.eye(hess.shape[0])))
-    return jnp.where(mask, inverse, 0.0)
+    inverse = jnp.linalg.inv(free_block(hess, jnp.asarray(free)))
+    return jnp.where(free[:, None] & free[None, :], inverse, 0.0)
 
 
 def poi_uncertainty(model: HistFactory, mu: ArrayLike = 1.0, *, yields: Any = None) -> jax.Array:

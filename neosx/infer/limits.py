@@ -21,6 +21,7 @@ from neosx.infer._solver import root
 from neosx.infer.cls import profiled_asimov_q
 from neosx.infer.fisher import poi_uncertainty
 from neosx.infer.fit import checked
+from neosx.infer.teststat import sqrt_q
 
 __all__ = ["discovery_significance", "expected_upper_limit"]
 
@@ -36,7 +37,7 @@ def discovery_significance(model: HistFactory, *, yields: Any = None) -> jax.Arr
         Scalar Z0 = sqrt(q0) on the signal+background Asimov data.
     """
     q0 = profiled_asimov_q(model, 0.0, 1.0, yields)
-    return jnp.sqrt(jnp.maximum(q0, 1e-300))
+    return sqrt_q(q0)
 
 
 def expected_upper_limit(model: HistFactory, cl: float = 0.95, *, yields: Any = None) -> jax.Array:
@@ -61,7 +62,7 @@ def expected_upper_limit(model: HistFactory, cl: float = 0.95, *, yields: Any = 
     low, high = (float(v) for v in model.config.suggested_bounds[index])
 
     def excess(mu: jax.Array, yields: Any) -> jax.Array:
-        return jnp.sqrt(jnp.maximum(profiled_asimov_q(model, mu, 0.0, yields), 1e-300)) - target
+        return sqrt_q(profiled_asimov_q(model, mu, 0.0, yields)) - target
 
     # sqrt(q_A) ~ mu / sigma(mu): start from the Fisher estimate
     sigma = jax.lax.stop_gradient(poi_uncertainty(model, 0.0, yields=yields))

@@ -16,10 +16,15 @@ from jax.typing import ArrayLike
 from neosx.histfactory import HistFactory
 from neosx.infer.fit import checked, fit_solution, require_float64
 
-__all__ = ["TEST_STATISTICS", "TestStat", "poi_name", "test_statistic"]
+__all__ = ["TEST_STATISTICS", "TestStat", "poi_name", "sqrt_q", "test_statistic"]
 
 TestStat = Literal["qtilde", "q", "q0"]
 TEST_STATISTICS: tuple[str, ...] = ("qtilde", "q", "q0")
+
+
+def sqrt_q(q: jax.Array) -> jax.Array:
+    """``sqrt(q)`` of a test statistic, floored at 1e-300 so the gradient stays finite at 0."""
+    return jnp.sqrt(jnp.maximum(q, 1e-300))
 
 
 def poi_name(model: HistFactory) -> str:
