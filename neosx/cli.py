@@ -1,0 +1,146 @@
+"""The ``neosx`` command line: one command per user action, each a thin call into the library.
+
+Exit codes: 0 success; 1 a run that stopped on non-finite values or another runtime failure
+(the message says what); 2 invalid input (configuration, arguments, run folder), reported
+in one line without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from neosx.config import ConfigError, load_config
+
+__all__ = ["main"]
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"neosx: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _float64() -> None:
+    """Statistics need float64: the CLI switches JAX's x64 mode on (the library never does)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def _summary_table(summary: dict[str, Any]) -> str:
+    """The hard figures of each analysis as a small text table."""
+    rows = [f"{'analysis':<10} {'CLs (median)':>13} {'Z0':>8} {'mu_up (95%)':>12}"]
+    for label, figures in summary.items():
+        rows.append(
+            f"{label:<10} {figures['cls']:>13.4g} {figures['z0']:>8.3f} "
+            f"{figures['upper_limit']:>12.4g}"
+        )
+    return "\n".join(rows)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="neosx")
+def main() -> None:
+    """neosx: optimise a HEP analysis end to end with gradients, then evaluate it hard."""
+
+
+@main.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder (default: runs/<study name>).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a configuration field, e.g. --set training.steps=50 (repeatable).")
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
+              help="Continue the run in this folder from its last checkpoints.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+def run(
+    config: Path | None, out: Path | None, overrides: tuple[str, ...], resume: Path | None,
+    overwrite: bool, progress: bool,
+) -> None:
+    """Train the study in CONFIG (and its baseline), evaluate both hard with pyhf."""
+    from neosx.run import RunError, run_study
+
+    if (config is None) == (resume is None):
+        _fail("give either CONFIG (a new run) or --resume RUN (continue a run), not both")
+    if resume is not None and (overrides or out or overwrite):
+        _fail("--resume continues a run as it was configured; --set/--out/--overwrite not allowed")
+    try:
+        source = resume / "config.yaml" if resume is not None else config
+        study, raw = load_config(source, overrides)
+        _float64()
+        run_dir = resume or out or Path("runs") / study.name
+        result = run_study(
+            study, raw, run_dir, resume=resume is not None, overwrite=overwrite,
+            progress=progress, command=sys.argv,
+        )
+    except (ConfigError, RunError) as error:
+        _fail(str(error))
+    if result.status != "completed":
+        _fail(result.message, code=1)
+    click.echo(_summary_table(result.summary))
+    click.echo(f"run folder: {result.run_dir}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def evaluate(run_dir: Path) -> None:
+    """Re-evaluate a run's analyses hard with pyhf (rewrites summary.json)."""
+    from neosx.run import RunError, evaluate_run
+
+    _float64()
+    try:
+        summary = evaluate_run(run_dir)
+    except (ConfigError, RunError) as error:
+        _fail(str(error))
+    click.echo(_summary_table(summary))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--workspace", "path", required=True, type=click.Path(path_type=Path),
+              help="Output pyhf workspace (JSON).")
+@click.option("--analysis", default="optimised", show_default=True,
+              help="Which analysis: optimised, baseline or initial.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+def export(run_dir: Path, path: Path, analysis: str, overwrite: bool) -> None:
+    """Write the pyhf workspace of a run's hard analysis (for `pyhf cls`)."""
+    from neosx.run import RunError, export_workspace
+
+    _float64()
+    try:
+        written = export_workspace(run_dir, path, analysis=analysis, overwrite=overwrite)
+    except (ConfigError, RunError) as error:
+        _fail(str(error))
+    click.echo(f"wrote {written}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def plot(run_dir: Path) -> None:
+    """(Re)draw a run's plots into RUN_DIR/plots."""
+    from neosx.plot import plot_run
+
+    try:
+        written = plot_run(run_dir)
+    except FileNotFoundError as error:
+        _fail(str(error))
+    for path in written:
+        click.echo(str(path))
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a configuration field before validating.")
+def validate(config: Path, overrides: tuple[str, ...]) -> None:
+    """Check a study configuration; print the resolved study as JSON."""
+    try:
+        study, _ = load_config(config, overrides)
+    except ConfigError as error:
+        _fail(str(error))
+    click.echo(json.dumps(study.model_dump(mode="json"), indent=2))

@@ -1,0 +1,143 @@
+"""Objectives: the scalar an analysis is trained to minimise, selectable by name.
+
+Each entry of :data:`OBJECTIVES` maps the analysis' :class:`~neosx.pipeline.Outputs` to
+``(loss, figure)``: the loss is minimised; the figure is the physics number as a physicist
+quotes it (CLs, Z0 > 0, mu_up, sigma(mu), ...) and is what the training log shows.
+:func:`make_loss` sums weighted objectives into one loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from neosx import infer, metrics
+from neosx.config import EvaluationConfig
+from neosx.pipeline import Analysis, Outputs
+
+__all__ = ["OBJECTIVES", "Objective", "make_loss"]
+
+
+class Objective(NamedTuple):
+    """A registered objective.
+
+    Attributes:
+        fn: ``fn(analysis, outputs, evaluation) -> (loss, figure)``.
+        description: What the figure is, for logs and docs.
+    """
+
+    fn: Callable[[Analysis, Outputs, EvaluationConfig], tuple[jax.Array, jax.Array]]
+    description: str
+
+
+def _cls(analysis: Analysis, out: Outputs, ev: EvaluationConfig) -> tuple[jax.Array, jax.Array]:
+    cls = infer.expected_cls(analysis.model, ev.mu, yields=out.yields)
+    return cls, cls
+
+
+def _z0(analysis: Analysis, out: Outputs, ev: EvaluationConfig) -> tuple[jax.Array, jax.Array]:
+    z0 = infer.discovery_significance(analysis.model, yields=out.yields)
+    return -z0, z0
+
+
+def _upper_limit(
+    analysis: Analysis, out: Outputs, ev: EvaluationConfig
+) -> tuple[jax.Array, jax.Array]:
+    mu_up = infer.expected_upper_limit(analysis.model, ev.cl, yields=out.yields)
+    return mu_up, mu_up
+
+
+def _poi_uncertainty(
+    analysis: Analysis, out: Outputs, ev: EvaluationConfig
+) -> tuple[jax.Array, jax.Array]:
+    sigma = infer.poi_uncertainty(analysis.model, ev.mu, yields=out.yields)
+    return sigma, sigma
+
+
+def _signal_background(analysis: Analysis, out: Outputs) -> tuple[jax.Array, jax.Array]:
+    """Per-bin nominal signal and total background (expected events)."""
+    channel = out.yields[analysis.config.channel]
+    total = {"signal": 0.0, "background": 0.0}
+    for sample in analysis.config.samples:
+        total[sample.role] = total[sample.role] + channel[sample.name]["data"]
+    return total["signal"], total["background"]
+
+
+def _s_over_sqrt_b(
+    analysis: Analysis, out: Outputs, ev: EvaluationConfig
+) -> tuple[jax.Array, jax.Array]:
+    s, b = _signal_background(analysis, out)
+    z = jnp.sqrt(jnp.sum(metrics.s_over_sqrt_b(s, b) ** 2))
+    return -z, z
+
+
+def _asimov_significance(
+    analysis: Analysis, out: Outputs, ev: EvaluationConfig
+) -> tuple[jax.Array, jax.Array]:
+    s, b = _signal_background(analysis, out)
+    z = jnp.sqrt(jnp.sum(metrics.asimov_significance(s, b) ** 2))
+    return -z, z
+
+
+def _bce(analysis: Analysis, out: Outputs, ev: EvaluationConfig) -> tuple[jax.Array, jax.Array]:
+    """Class-balanced binary cross-entropy of signal (label 1) vs background (label 0).
+
+    Each sample's nominal events enter with the mean over the batch, signal and background
+    classes weighted equally; the selection does not enter (it is a classifier loss).
+    """
+    if out.logits is None:
+        raise ValueError("objective 'bce' needs a classifier observable (observable.type: mlp)")
+    losses: dict[str, list[jax.Array]] = {"signal": [], "background": []}
+    for sample in analysis.config.samples:
+        logits = out.logits[sample.name]
+        # -log sigmoid(z) = softplus(-z); -log(1 - sigmoid(z)) = softplus(z)
+        sign = -1.0 if sample.role == "signal" else 1.0
+        losses[sample.role].append(jnp.mean(jax.nn.softplus(sign * logits)))
+    bce = 0.5 * (jnp.mean(jnp.stack(losses["signal"])) + jnp.mean(jnp.stack(losses["background"])))
+    return bce, bce
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "cls": Objective(_cls, "median expected CLs at mu (background-only Asimov)"),
+    "z0": Objective(_z0, "expected discovery significance Z0 (maximised)"),
+    "upper_limit": Objective(_upper_limit, "median expected upper limit on mu"),
+    "poi_uncertainty": Objective(_poi_uncertainty, "sigma(mu) from the Fisher information"),
+    "bce": Objective(_bce, "binary cross-entropy of the classifier"),
+    "s_over_sqrt_b": Objective(_s_over_sqrt_b, "s / sqrt(b) summed in quadrature over bins"),
+    "asimov_significance": Objective(
+        _asimov_significance, "Asimov significance summed in quadrature over bins (maximised)"
+    ),
+}
+
+
+def make_loss(
+    analysis: Analysis, weights: Mapping[str, float], evaluation: EvaluationConfig
+) -> Callable[[Outputs], tuple[jax.Array, dict[str, Any]]]:
+    """The weighted sum of objectives as a function of the analysis outputs.
+
+    Args:
+        analysis: The analysis (its model and samples).
+        weights: ``{objective name: weight}``.
+        evaluation: mu and cl used by the statistical objectives.
+
+    Returns:
+        ``loss_fn(outputs) -> (loss, {name: figure})``.
+
+    Raises:
+        ValueError: An unknown objective name.
+    """
+    unknown = sorted(set(weights) - set(OBJECTIVES))
+    if unknown:
+        raise ValueError(f"unknown objectives {unknown}; choose from {sorted(OBJECTIVES)}")
+
+    def loss_fn(outputs: Outputs) -> tuple[jax.Array, dict[str, Any]]:
+        loss, figures = 0.0, {}
+        for name, weight in weights.items():
+            value, figures[name] = OBJECTIVES[name].fn(analysis, outputs, evaluation)
+            loss = loss + weight * value
+        return jnp.asarray(loss), figures
+
+    return loss_fn

@@ -1,0 +1,110 @@
+"""Observables: the per-event variable that is histogrammed, with its trainable parameters.
+
+A registry maps a name to a factory ``(config, feature_columns) -> Observable``. An
+observable is two pure functions, ``init(key) -> params`` (a pytree) and
+``apply(params, features) -> (N,)``; a classifier also has ``logit`` (the pre-sigmoid
+output, for a numerically stable cross-entropy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from neosx.config import ObservableConfig
+
+__all__ = ["ACTIVATIONS", "OBSERVABLES", "Observable", "make_observable"]
+
+Params = Any
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "gelu": jax.nn.gelu,
+    "softplus": jax.nn.softplus,
+}
+
+
+class Observable(NamedTuple):
+    """A histogrammed variable.
+
+    Attributes:
+        init: ``init(key) -> params`` (a pytree; ``{}`` when nothing is trainable).
+        apply: ``apply(params, features) -> (N,)``; ``features`` is the (N, F) array of the
+            data source's columns.
+        logit: For classifiers, ``logit(params, features) -> (N,)`` with
+            ``apply = sigmoid(logit)``; ``None`` otherwise.
+    """
+
+    init: Callable[[jax.Array], Params]
+    apply: Callable[[Params, jax.Array], jax.Array]
+    logit: Callable[[Params, jax.Array], jax.Array] | None = None
+
+
+def _mlp(config: ObservableConfig, columns: tuple[int, ...]) -> Observable:
+    """A fully connected network with a sigmoid output in (0, 1) (a classifier score).
+
+    Weights are drawn He-normal for ReLU-like activations and Glorot-normal for tanh;
+    biases start at zero. Params: a list of ``{"w": (n_in, n_out), "b": (n_out,)}``.
+    """
+    sizes = (len(columns), *config.hidden, 1)
+    activation = ACTIVATIONS[config.activation]
+    glorot = config.activation == "tanh"
+    index = jnp.asarray(columns)
+
+    def scale(n_in: int, n_out: int) -> float:
+        return (2.0 / (n_in + n_out)) ** 0.5 if glorot else (2.0 / n_in) ** 0.5
+
+    def init(key: jax.Array) -> Params:
+        keys = jax.random.split(key, len(sizes) - 1)
+        return [
+            {
+                "w": scale(n_in, n_out) * jax.random.normal(k, (n_in, n_out), jnp.float64),
+                "b": jnp.zeros(n_out, jnp.float64),
+            }
+            for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:], strict=True)
+        ]
+
+    def logit(params: Params, features: jax.Array) -> jax.Array:
+        h = features[:, index]
+        for layer in params[:-1]:
+            h = activation(h @ layer["w"] + layer["b"])
+        return (h @ params[-1]["w"] + params[-1]["b"])[:, 0]
+
+    def apply(params: Params, features: jax.Array) -> jax.Array:
+        return jax.nn.sigmoid(logit(params, features))
+
+    return Observable(init, apply, logit)
+
+
+def _feature(config: ObservableConfig, columns: tuple[int, ...]) -> Observable:
+    """One feature, histogrammed as it is (nothing trainable)."""
+    (column,) = columns
+
+    def apply(params: Params, features: jax.Array) -> jax.Array:
+        return features[:, column]
+
+    return Observable(lambda key: {}, apply)
+
+
+OBSERVABLES: dict[str, Callable[[ObservableConfig, tuple[int, ...]], Observable]] = {
+    "mlp": _mlp,
+    "feature": _feature,
+}
+
+
+def make_observable(config: ObservableConfig, feature_names: tuple[str, ...]) -> Observable:
+    """Build the configured observable on a data source's feature columns.
+
+    Args:
+        config: The study's observable section.
+        feature_names: The source's feature names, in column order.
+
+    Returns:
+        The :class:`Observable`.
+    """
+    columns = tuple(feature_names.index(name) for name in config.features)
+    return OBSERVABLES[config.type](config, columns)

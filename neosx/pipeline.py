@@ -1,0 +1,271 @@
+"""The analysis as one function: soft cuts -> observable -> histograms -> yields.
+
+:class:`Analysis` is built once from a :class:`~neosx.config.StudyConfig`. Training and
+evaluation call the same :meth:`Analysis.outputs`; ``hard=True`` swaps each relaxation for its
+exact counterpart (step cuts, ``numpy.histogram``-equal counts), so the number reported
+after training is the real cut-and-count analysis.
+
+Events carry no weights of their own here: a sample's events are weighted so that the
+unselected sample sums to its configured expected yield, ``w = expected / N`` (N: the
+events of that event set in the batch), times the selection efficiency of each event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neosx.config import SampleConfig, StudyConfig
+from neosx.data import feature_names
+from neosx.histfactory import HistFactory, build_spec
+from neosx.observables import Observable, make_observable
+from neosx.relax import cut, hist, hist_sumw2
+
+__all__ = ["POI_UPPER_BOUND", "Analysis", "Knobs", "Outputs", "Params"]
+
+Params = dict[str, Any]
+Batch = Mapping[str, jax.Array]
+
+POI_UPPER_BOUND = 100.0
+"""Upper bound of the signal strength in the built models (pyhf's default 10 is too tight
+for the upper limit of a weak analysis before training)."""
+
+
+class Knobs(NamedTuple):
+    """The relaxation's sharpness at one training step (annealed by schedules).
+
+    Attributes:
+        bandwidth: Histogram kernel width (units of the observable); a Python float keeps
+            the fast binned-KDE path, a traced value uses the exact dense path.
+        slopes: (n_cuts,) logistic slopes of the cuts (1 / units of each feature).
+    """
+
+    bandwidth: float | jax.Array
+    slopes: tuple[float | jax.Array, ...]
+
+
+class Outputs(NamedTuple):
+    """What one pass of the analysis produces.
+
+    Attributes:
+        yields: ``{channel: {sample: {"data", "histosys", "normsys", "staterror"}}}``: the
+            :class:`~neosx.histfactory.HistFactory` yields override (expected events).
+        logits: ``{sample: (N,)}`` pre-sigmoid classifier outputs of each sample's nominal
+            events (``None`` if the observable is not a classifier).
+        selection: ``{sample: (N,)}`` selection efficiency in [0, 1] of the nominal events.
+    """
+
+    yields: dict[str, dict[str, Any]]
+    logits: dict[str, jax.Array] | None
+    selection: dict[str, jax.Array]
+
+
+def _staterror_name(config: StudyConfig) -> str:
+    """The channel's staterror parameter (one per channel, shared by its samples, as pyhf)."""
+    return f"staterror_{config.channel}"
+
+
+def _placeholder(sample: SampleConfig, n_bins: int, staterror: str) -> dict[str, Any]:
+    """Flat histograms with the sample's structure, to compile the model once."""
+    nominal = np.full(n_bins, sample.expected / n_bins)
+    entry: dict[str, Any] = {"data": nominal}
+    if sample.histosys:
+        entry["histosys"] = {
+            h.name: {"hi_data": 1.1 * nominal, "lo_data": 0.9 * nominal} for h in sample.histosys
+        }
+    if sample.normsys:
+        entry["normsys"] = {n.name: {"hi": n.hi, "lo": n.lo} for n in sample.normsys}
+    if sample.staterror:
+        entry["staterror"] = {staterror: 0.1 * nominal}
+    return entry
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A configured analysis: ``outputs(params, batch, hard=...)`` and its likelihood.
+
+    Attributes:
+        config: The validated study.
+        observable: The histogrammed variable (MLP or feature).
+        features: The data source's feature names (column order of the event arrays).
+        model: The HistFactory likelihood, compiled once; the yields are overridden per call.
+    """
+
+    config: StudyConfig
+    observable: Observable
+    features: tuple[str, ...]
+    model: HistFactory
+
+    @classmethod
+    def from_config(cls, config: StudyConfig) -> Analysis:
+        """Build the observable and compile the likelihood's structure."""
+        features = feature_names(config.data)
+        histograms = {
+            sample.name: _placeholder(sample, config.histogram.bins, _staterror_name(config))
+            for sample in config.samples
+        }
+        model = HistFactory(cls._workspace(config, histograms))
+        return cls(config, make_observable(config.observable, features), features, model)
+
+    @staticmethod
+    def _workspace(config: StudyConfig, histograms: Mapping[str, Any]) -> dict[str, Any]:
+        workspace = build_spec(
+            {config.channel: histograms},
+            poi_name=config.poi,
+            signal_samples=[s.name for s in config.samples if s.role == "signal"],
+            lumi_uncertainty=config.lumi_uncertainty,
+        )
+        parameters = workspace["measurements"][0]["config"]["parameters"]
+        parameters.append({"name": config.poi, "bounds": [[0.0, POI_UPPER_BOUND]]})
+        return workspace
+
+    def workspace(self, yields: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """The pyhf workspace of concrete yields (as :meth:`outputs` returns them, hard).
+
+        Bins in which no sample has nominal events are left out: they hold no events of the
+        nominal model, and a histosys whose variation fills such a bin makes pyhf's
+        interpolation (code 4p) predict negative rates, on which pyhf's fit fails.
+        Observations are the background-only Asimov counts (the summed background nominal),
+        so the observed CLs of the workspace is the median expected CLs.
+
+        Raises:
+            ValueError: Every bin is empty.
+        """
+        channel = {
+            sample: jax.tree.map(np.asarray, entry)
+            for sample, entry in yields[self.config.channel].items()
+        }
+        occupied = np.sum([entry["data"] for entry in channel.values()], axis=0) > 0
+        if not occupied.any():
+            raise ValueError("every bin of the analysis is empty: no workspace can be built")
+        kept = jax.tree.map(lambda a: a[occupied] if np.ndim(a) == 1 else a, channel)
+        return self._workspace(self.config, kept)
+
+    # -- parameters ------------------------------------------------------------------------
+
+    def init_params(self, key: jax.Array) -> Params:
+        """Initial parameters: observable weights, cut thresholds, edge logits.
+
+        Returns:
+            ``{"observable": pytree, "cuts": (n_cuts,), "edges": (n_bins,)}``; ``"edges"``
+            only with trainable edges (zero logits: uniform bins).
+        """
+        params: Params = {
+            "observable": self.observable.init(key),
+            "cuts": jnp.asarray([c.init for c in self.config.cuts], jnp.float64),
+        }
+        if self.config.histogram.trainable_edges:
+            params["edges"] = jnp.zeros(self.config.histogram.bins, jnp.float64)
+        return params
+
+    def edges(self, params: Params) -> jax.Array | np.ndarray:
+        """(n_bins + 1,) bin edges: fixed uniform, or from softmax-ordered trainable widths.
+
+        With trainable edges the widths are ``(high - low) * softmax(logits)``, so the
+        edges stay ordered and the outer ones stay at the configured range.
+        """
+        low, high = self.config.histogram.range
+        if "edges" not in params:
+            return np.linspace(low, high, self.config.histogram.bins + 1)
+        widths = jax.nn.softmax(params["edges"]) * (high - low)
+        inner = low + jnp.cumsum(widths[:-1])
+        return jnp.concatenate([jnp.array([low]), inner, jnp.array([high])])
+
+    def thresholds(self, params: Params) -> jax.Array:
+        """(n_cuts,) cut thresholds; those configured ``trainable: false`` carry no gradient."""
+        frozen = np.array([not c.trainable for c in self.config.cuts], dtype=bool)
+        return jnp.where(frozen, jax.lax.stop_gradient(params["cuts"]), params["cuts"])
+
+    def knobs(self) -> Knobs:
+        """The relaxation's initial sharpness (schedules at step 0)."""
+        return Knobs(
+            self.config.histogram.bandwidth.init, tuple(c.slope.init for c in self.config.cuts)
+        )
+
+    # -- the analysis ----------------------------------------------------------------------
+
+    def _selection(
+        self, params: Params, events: jax.Array, knobs: Knobs, hard: bool
+    ) -> jax.Array:
+        efficiency = jnp.ones(events.shape[0], events.dtype)
+        for i, (config, threshold) in enumerate(
+            zip(self.config.cuts, self.thresholds(params), strict=True)
+        ):
+            column = events[:, self.features.index(config.feature)]
+            efficiency = efficiency * cut(
+                column, threshold, slope=knobs.slopes[i], keep=config.keep, hard=hard
+            )
+        return efficiency
+
+    def outputs(
+        self, params: Params, batch: Batch, *, hard: bool = False, knobs: Knobs | None = None
+    ) -> Outputs:
+        """Run the analysis on a batch of events.
+
+        Args:
+            params: From :meth:`init_params` (or training).
+            batch: ``{event_set: (N, F)}`` feature arrays (columns: :attr:`features`).
+            hard: Exact cuts and histograms (the real analysis) instead of relaxations.
+            knobs: Bandwidth and cut slopes; default :meth:`knobs` (the schedules' start).
+
+        Returns:
+            :class:`Outputs` (yields in expected events).
+        """
+        knobs = self.knobs() if knobs is None else knobs
+        config = self.config.histogram
+        edges = self.edges(params)
+        selected: dict[str, tuple[jax.Array, jax.Array]] = {}
+
+        def histogram(sample: SampleConfig, event_set: str, sumw2: bool = False) -> jax.Array:
+            if event_set not in selected:
+                events = batch[event_set]
+                selected[event_set] = (
+                    self.observable.apply(params["observable"], events),
+                    self._selection(params, events, knobs, hard),
+                )
+            values, efficiency = selected[event_set]
+            weights = efficiency * (sample.expected / values.shape[0])
+            fill = hist_sumw2 if sumw2 else hist
+            return fill(
+                values, edges, bandwidth=knobs.bandwidth, weights=weights,
+                method=config.method, overflow=config.overflow, hard=hard,
+            )
+
+        yields: dict[str, Any] = {}
+        for sample in self.config.samples:
+            entry: dict[str, Any] = {"data": histogram(sample, sample.events)}
+            if sample.histosys:
+                entry["histosys"] = {
+                    h.name: {
+                        "hi_data": histogram(sample, h.up),
+                        "lo_data": histogram(sample, h.down),
+                    }
+                    for h in sample.histosys
+                }
+            if sample.normsys:
+                entry["normsys"] = {n.name: {"hi": n.hi, "lo": n.lo} for n in sample.normsys}
+            if sample.staterror:
+                entry["staterror"] = {
+                    _staterror_name(self.config): {
+                        "sumw2": histogram(sample, sample.events, sumw2=True)
+                    }
+                }
+            yields[sample.name] = entry
+
+        logit = self.observable.logit
+        logits = None if logit is None else {
+            s.name: logit(params["observable"], batch[s.events]) for s in self.config.samples
+        }
+        selection = {s.name: selected[s.events][1] for s in self.config.samples}
+        return Outputs({self.config.channel: yields}, logits, selection)
+
+    def __call__(
+        self, params: Params, batch: Batch, hard: bool = False, knobs: Knobs | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """The yields override of :attr:`model` (see :meth:`outputs`)."""
+        return self.outputs(params, batch, hard=hard, knobs=knobs).yields

@@ -1,0 +1,312 @@
+"""Training: optax updates of the analysis parameters on minibatches of events.
+
+One jitted step draws the minibatch (from the step number and the seed alone, so a resumed run
+sees exactly the batches of an uninterrupted one), evaluates the soft analysis and the loss,
+differentiates through the fits (implicitly) and applies the optax update. Checkpoints hold
+the parameters, the optimiser state, the step and the seed, written atomically; metrics are
+appended to ``metrics.jsonl``. A non-finite loss, figure or gradient stops the run cleanly:
+the last good state is checkpointed and the message names the quantity and the step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from neosx.config import EvaluationConfig, OptimizerConfig, ScheduleConfig, TrainingConfig
+from neosx.objectives import make_loss
+from neosx.pipeline import Analysis, Knobs, Params
+
+__all__ = [
+    "TrainResult",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "make_optimizer",
+    "make_schedule",
+    "save_checkpoint",
+    "train_analysis",
+]
+
+_CHECKPOINT = re.compile(r"^step_(\d{7})\.npz$")
+KEEP_CHECKPOINTS = 3
+"""Periodic checkpoints kept per analysis (older ones are removed)."""
+
+
+class TrainResult(NamedTuple):
+    """The outcome of training one analysis.
+
+    Attributes:
+        params: The final (or last good) parameters.
+        step: Steps completed.
+        status: ``"completed"`` or ``"stopped"`` (non-finite values).
+        message: Why it stopped (empty when completed).
+    """
+
+    params: Params
+    step: int
+    status: Literal["completed", "stopped"]
+    message: str
+
+
+def make_schedule(config: ScheduleConfig, total_steps: int) -> optax.Schedule:
+    """An optax schedule from its configuration (``steps`` defaults to the run length)."""
+    steps = config.steps or total_steps
+    if config.schedule == "constant":
+        return optax.constant_schedule(config.init)
+    if config.schedule == "linear":
+        return optax.linear_schedule(config.init, config.end, steps)
+    if config.schedule == "cosine":
+        return optax.cosine_decay_schedule(config.init, steps, alpha=config.end / config.init)
+    return optax.exponential_decay(config.init, steps, config.end / config.init, end_value=None)
+
+
+def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
+    """The optax optimiser (optionally after global-norm gradient clipping)."""
+    learning_rate = make_schedule(config.learning_rate, total_steps)
+    optimizer = getattr(optax, config.name)(learning_rate)
+    if config.clip_norm is not None:
+        optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizer)
+    return optimizer
+
+
+def _static_or_schedule(config: ScheduleConfig, total_steps: int) -> Callable[[Any], Any]:
+    """A constant stays a Python float (keeps the fast histogram path); else the schedule."""
+    if config.schedule == "constant":
+        return lambda step: config.init
+    return make_schedule(config, total_steps)
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    directory: Path, step: int, seed: int, params: Params, opt_state: Any
+) -> Path:
+    """Write ``step_XXXXXXX.npz`` atomically (temporary file, then rename); keep the last few.
+
+    Args:
+        directory: The analysis' checkpoint folder (created if needed).
+        step: Steps completed.
+        seed: The run seed (minibatches are drawn from seed and step).
+        params, opt_state: Pytrees of arrays.
+
+    Returns:
+        The checkpoint path.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    leaves = jax.tree.leaves((params, opt_state))
+    arrays = {f"leaf_{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    path = directory / f"step_{step:07d}.npz"
+    with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
+        np.savez(handle, step=step, seed=seed, n_leaves=len(leaves), **arrays)
+    os.replace(handle.name, path)
+    for old in sorted(p for p in directory.iterdir() if _CHECKPOINT.match(p.name))[
+        :-KEEP_CHECKPOINTS
+    ]:
+        old.unlink()
+    return path
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The checkpoint with the most steps in ``directory`` (``None`` if there is none)."""
+    if not directory.is_dir():
+        return None
+    found = sorted(p for p in directory.iterdir() if _CHECKPOINT.match(p.name))
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, template: tuple[Params, Any]) -> tuple[int, Params, Any]:
+    """Read a checkpoint into the structure of ``template`` = ``(params, opt_state)``.
+
+    Raises:
+        ValueError: The checkpoint does not match the template (another configuration).
+    """
+    with np.load(path) as stored:
+        treedef = jax.tree.structure(template)
+        if int(stored["n_leaves"]) != treedef.num_leaves:
+            raise ValueError(
+                f"{path}: checkpoint has {int(stored['n_leaves'])} arrays, this configuration "
+                f"needs {treedef.num_leaves}; was the configuration changed?"
+            )
+        leaves = [jnp.asarray(stored[f"leaf_{i:05d}"]) for i in range(treedef.num_leaves)]
+        step = int(stored["step"])
+    params, opt_state = jax.tree.unflatten(treedef, leaves)
+    return step, params, opt_state
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def _truncate_metrics(path: Path, label: str, step: int) -> None:
+    """Drop this analysis' records after ``step`` (a resumed run writes them again)."""
+    if not path.exists():
+        return
+    kept = [
+        line for line in path.read_text().splitlines()
+        if line and not (
+            (record := json.loads(line))["analysis"] == label and record["step"] > step
+        )
+    ]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _append(path: Path, record: Mapping[str, Any]) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _first_bad(tree: Any, prefix: str) -> str | None:
+    """The path of the first leaf of a tree of booleans that is False."""
+    for key_path, ok in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if not bool(ok):
+            return prefix + jax.tree_util.keystr(key_path)
+    return None
+
+
+# -- the loop --------------------------------------------------------------------------------
+
+
+def _draw(key: jax.Array, events: Mapping[str, jax.Array], size: int) -> dict[str, jax.Array]:
+    """A minibatch of ``size`` events per event set, without replacement."""
+    keys = jax.random.split(key, len(events))
+    return {
+        name: array[jax.random.choice(k, array.shape[0], (min(size, array.shape[0]),), False)]
+        for k, (name, array) in zip(keys, sorted(events.items()), strict=True)
+    }
+
+
+def train_analysis(
+    analysis: Analysis,
+    events: Mapping[str, jax.Array],
+    *,
+    objective: Mapping[str, float],
+    training: TrainingConfig,
+    evaluation: EvaluationConfig,
+    seed: int,
+    run_dir: Path,
+    label: str,
+    steps: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    hard_evaluation: Callable[[Params], dict[str, Any]] | None = None,
+) -> TrainResult:
+    """Train one analysis, checkpointing into ``run_dir / "checkpoints" / label``.
+
+    Args:
+        analysis: The analysis (observable, cuts, histogram, model).
+        events: Training events ``{event_set: (N, F)}``.
+        objective: ``{objective name: weight}``.
+        training: Steps, batch size, optimiser, checkpoint / log / hard-evaluation periods.
+        evaluation: mu and cl of the statistical objectives.
+        seed: Initial parameters and minibatches derive from it.
+        run_dir: The run folder (``metrics.jsonl`` is appended there).
+        label: Name of this analysis in the run (``"optimised"``, ``"baseline"``).
+        steps: Override ``training.steps``.
+        resume: Continue from the latest checkpoint of ``label`` if there is one.
+        progress: Show a progress bar.
+        hard_evaluation: ``fn(params) -> figures``, called every ``training.evaluate_every``
+            steps; its result is logged as ``{"hard": figures}``.
+
+    Returns:
+        :class:`TrainResult`. A non-finite value stops the loop (status ``"stopped"``)
+        after checkpointing the last good state.
+    """
+    total = training.steps if steps is None else steps
+    optimizer = make_optimizer(training.optimizer, total)
+    bandwidth = _static_or_schedule(analysis.config.histogram.bandwidth, total)
+    slopes = [_static_or_schedule(c.slope, total) for c in analysis.config.cuts]
+    learning_rate = make_schedule(training.optimizer.learning_rate, total)
+    loss_fn = make_loss(analysis, objective, evaluation)
+    base_key = jax.random.PRNGKey(seed)
+    events = {name: jnp.asarray(array, jnp.float64) for name, array in events.items()}
+
+    @jax.jit
+    def step_fn(params: Params, opt_state: Any, step: jax.Array) -> tuple:
+        batch = _draw(jax.random.fold_in(base_key, step), events, training.batch_size)
+        knobs = Knobs(bandwidth(step), tuple(s(step) for s in slopes))
+
+        def loss(params: Params) -> tuple[jax.Array, dict[str, Any]]:
+            return loss_fn(analysis.outputs(params, batch, knobs=knobs))
+
+        (value, figures), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        updates, new_state = optimizer.update(grads, opt_state, params)
+        finite = {
+            "loss": jnp.isfinite(value),
+            "figures": {k: jnp.all(jnp.isfinite(v)) for k, v in figures.items()},
+            "gradient": jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads),
+        }
+        return optax.apply_updates(params, updates), new_state, value, figures, finite
+
+    params = analysis.init_params(jax.random.fold_in(base_key, 2**31 - 1))
+    opt_state = optimizer.init(params)
+    checkpoints = run_dir / "checkpoints" / label
+    metrics_path = run_dir / "metrics.jsonl"
+    start = 0
+    latest = latest_checkpoint(checkpoints) if resume else None
+    if latest is not None:
+        start, params, opt_state = load_checkpoint(latest, (params, opt_state))
+    _truncate_metrics(metrics_path, label, start)
+
+    bar = tqdm(total=total, initial=start, desc=label, disable=not progress, leave=True)
+    try:
+        for step in range(start, total):
+            began = time.perf_counter()
+            new_params, new_state, value, figures, finite = step_fn(
+                params, opt_state, jnp.asarray(step)
+            )
+            value = float(value)
+            bad = (
+                (None if bool(finite["loss"]) else "loss")
+                or _first_bad(finite["figures"], "objective ")
+                or _first_bad(finite["gradient"], "gradient of params")
+            )
+            if bad is not None:
+                save_checkpoint(checkpoints, step, seed, params, opt_state)
+                message = (
+                    f"{label}: non-finite {bad} at step {step}; stopped, last good state "
+                    f"checkpointed at step {step}"
+                )
+                _append(metrics_path, {"analysis": label, "step": step, "stopped": message})
+                return TrainResult(params, step, "stopped", message)
+            params, opt_state = new_params, new_state
+            done = step + 1
+            if done % training.log_every == 0 or done == total:
+                record = {
+                    "analysis": label,
+                    "step": done,
+                    "loss": value,
+                    "objectives": {k: float(v) for k, v in figures.items()},
+                    "bandwidth": float(bandwidth(step)),
+                    "learning_rate": float(learning_rate(step)),
+                    "time_s": time.perf_counter() - began,
+                }
+                if slopes:
+                    record["slopes"] = [float(s(step)) for s in slopes]
+                _append(metrics_path, record)
+            if hard_evaluation is not None and training.evaluate_every and (
+                done % training.evaluate_every == 0
+            ):
+                _append(
+                    metrics_path,
+                    {"analysis": label, "step": done, "hard": hard_evaluation(params)},
+                )
+            if done % training.checkpoint_every == 0 or done == total:
+                save_checkpoint(checkpoints, done, seed, params, opt_state)
+            bar.update(1)
+            shown = {name: f"{float(v):.4g}" for name, v in figures.items()}
+            bar.set_postfix(loss=f"{value:.4g}", **shown)
+    finally:
+        bar.close()
+    return TrainResult(params, total, "completed", "")
