@@ -10,20 +10,28 @@ inference functions raise a clear error otherwise.
 """
 
 from neosx import infer, metrics
+from neosx.config import load_config
 from neosx.histfactory import HistFactory, build_spec
+from neosx.pipeline import Analysis
 from neosx.relax import cut, hist, hist_sumw2, softmax_hist, window
+from neosx.run import evaluate_run, export_workspace, run_study
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Analysis",
     "HistFactory",
     "__version__",
     "build_spec",
     "cut",
+    "evaluate_run",
+    "export_workspace",
     "hist",
     "hist_sumw2",
     "infer",
+    "load_config",
     "metrics",
+    "run_study",
     "softmax_hist",
     "window",
 ]

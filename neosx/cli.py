@@ -63,15 +63,14 @@ def run(
     overwrite: bool, progress: bool,
 ) -> None:
     """Train the study in CONFIG (and its baseline), evaluate both hard with pyhf."""
-    from neosx.run import RunError, run_study
+    from neosx.run import RunError, load_run, run_study
 
     if (config is None) == (resume is None):
         _fail("give either CONFIG (a new run) or --resume RUN (continue a run), not both")
     if resume is not None and (overrides or out or overwrite):
         _fail("--resume continues a run as it was configured; --set/--out/--overwrite not allowed")
     try:
-        source = resume / "config.yaml" if resume is not None else config
-        study, raw = load_config(source, overrides)
+        study, raw = load_run(resume) if resume is not None else load_config(config, overrides)
         _float64()
         run_dir = resume or out or Path("runs") / study.name
         result = run_study(

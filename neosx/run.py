@@ -34,6 +34,7 @@ import yaml
 from neosx.config import StudyConfig, load_config
 from neosx.data import load_events
 from neosx.evaluate import hard_histograms, pyhf_figures
+from neosx.infer.fit import require_float64
 from neosx.pipeline import Analysis, Params
 from neosx.train import latest_checkpoint, load_checkpoint, make_optimizer, train_analysis
 
@@ -238,7 +239,9 @@ def run_study(
     Raises:
         RunError: The folder exists (without ``overwrite`` / ``resume``) or cannot be
             resumed.
+        RuntimeError: JAX's float64 mode is off (statistics need it).
     """
+    require_float64()
     run_dir = Path(run_dir)
     if resume:
         if not (run_dir / "run.json").is_file():

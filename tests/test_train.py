@@ -27,6 +27,7 @@ TINY = [
     "training.batch_size=150",
     "training.checkpoint_every=2",
     "training.log_every=1",
+    "training.evaluate_every=3",
     "baseline.steps=4",
 ]
 
@@ -65,6 +66,11 @@ def test_run_folder_has_everything_to_reproduce(tiny_run: Path) -> None:
     for label in summary:
         assert (tiny_run / "workspaces" / f"{label}.json").is_file()
     records = _training_records(tiny_run)
+    hard = [(r["analysis"], r["step"]) for r in records if "hard" in r]
+    assert hard == [("optimised", 3), ("optimised", 6), ("baseline", 3)]
+    final_hard = [r["hard"] for r in records if "hard" in r][1]
+    assert final_hard == summary["optimised"]  # hard evaluation in training = the report
+    records = [r for r in records if "hard" not in r]
     steps = {label: [r["step"] for r in records if r["analysis"] == label]
              for label in ("optimised", "baseline")}
     assert steps == {"optimised": [1, 2, 3, 4, 5, 6], "baseline": [1, 2, 3, 4]}
