@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 import neosx.cli
 import neosx.config
-from neosx.data import SOURCES
+from neosx.data import blobs
 from neosx.objectives import OBJECTIVES
 from neosx.relax.hist import METHODS
 
@@ -64,7 +64,7 @@ NOTES: dict[tuple[str, str], str] = {
     ("StudyConfig", "cuts"): (
         "Soft threshold cuts; an event's selection weight is the product of all cuts."
     ),
-    ("DataConfig", "source"): "Event source (see the options of each source below).",
+    ("DataConfig", "source"): "Event source (see above).",
     ("SampleConfig", "name"): "Sample name in the statistical model.",
     ("SampleConfig", "role"): (
         "`signal` samples are scaled by the parameter of interest; `background` samples are "
@@ -75,8 +75,6 @@ NOTES: dict[tuple[str, str], str] = {
     ("HistosysConfig", "name"): (
         "Nuisance parameter name (samples using the same name share the parameter)."
     ),
-    ("HistosysConfig", "up"): "Event set histogrammed as the +1 sigma variation (`hi_data`).",
-    ("HistosysConfig", "down"): "Event set histogrammed as the -1 sigma variation (`lo_data`).",
     ("NormsysConfig", "name"): (
         "Nuisance parameter name (samples using the same name share the parameter)."
     ),
@@ -87,7 +85,7 @@ NOTES: dict[tuple[str, str], str] = {
     ("CutConfig", "trainable"): "If false, no gradient reaches the threshold.",
     ("ScheduleConfig", "schedule"): "Shape of the schedule (see above).",
     ("ScheduleConfig", "init"): "Value at step 0.",
-    ("ScheduleConfig", "end"): "Value reached after `steps` (needed unless `constant`).",
+    ("ScheduleConfig", "end"): "Value at step `steps` (needed unless `constant`).",
     ("ScheduleConfig", "steps"): "Length of the transition; default: the analysis' training steps.",
     ("ObservableConfig", "type"): (
         "`mlp`: a fully connected network with a sigmoid output in (0, 1); `feature`: one "
@@ -115,7 +113,9 @@ NOTES: dict[tuple[str, str], str] = {
     ("TrainingConfig", "checkpoint_every"): (
         "Checkpoint every K steps and at the end (the last 3 checkpoints are kept)."
     ),
-    ("TrainingConfig", "log_every"): "Append a record to `metrics.jsonl` every K steps.",
+    ("TrainingConfig", "log_every"): (
+        "Append a record to `metrics.jsonl` every K steps and at the last step."
+    ),
     ("OptimizerConfig", "name"): "The optax optimiser (`optax.<name>`).",
     ("BaselineConfig", "enabled"): "Train and evaluate the baseline analysis.",
     ("BaselineConfig", "objective"): "Objective name, or {name: weight} summed into the loss.",
@@ -142,7 +142,7 @@ neosx: error: training.optimizer.learning_rate.init: Input should be greater tha
 Conventions of this page:
 
 - A field path such as `samples[].histosys[].up` means: the key `up` of each entry of the list
-  `histosys` of each entry of the list `samples`.
+  `histosys` of each entry of the list `samples`; `<key>` stands for any key of a mapping.
 - **required** in the *Default* column: the field has no default.
 - Any field can be changed on the command line without editing the file,
   `--set key.path=value` (the value is read as YAML; list elements by index,
@@ -189,6 +189,16 @@ def _referenced(schema: dict[str, Any], path: str) -> Iterator[tuple[str, str]]:
         yield from _referenced(option, path)
     if isinstance(schema.get("items"), dict):
         yield from _referenced(schema["items"], f"{path}[]")
+    for values in _mapping_values(schema):
+        yield from _referenced(values, f"{path}.<key>")
+
+
+def _mapping_values(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The schemas of a mapping's values (``additionalProperties``, ``patternProperties``)."""
+    found = list(schema.get("patternProperties", {}).values())
+    if isinstance(schema.get("additionalProperties"), dict):
+        found.append(schema["additionalProperties"])
+    return found
 
 
 def _walk(schema: dict[str, Any]) -> dict[str, list[str]]:
@@ -206,6 +216,9 @@ def _walk(schema: dict[str, Any]) -> dict[str, list[str]]:
                     visit(defs[name], where)
 
     visit(schema, "")
+    unreached = sorted(set(defs) - set(found))
+    if unreached:
+        raise ValueError(f"schema definitions the page would leave out: {unreached}")
     return found
 
 
@@ -228,12 +241,19 @@ def _type(prop: dict[str, Any], choices: tuple[str, ...] | None = None) -> str:
             return "[" + ", ".join(_type(p) for p in prop["prefixItems"]) + "]"
         return f"list of {_type(prop.get('items', {}))}"
     if kind == "object":
-        values = prop.get("additionalProperties")
-        if not isinstance(values, dict):
+        values = _mapping_values(prop)
+        if not values:
             return "mapping"
+        if "patternProperties" in prop:
+            return f"mapping of name to {_type(values[0])}"
         keys = prop.get("propertyNames", {})
-        key_text = "objective name" if keys.get("enum") else "string"
-        return f"mapping of {key_text} to {_type(values)}"
+        if set(keys.get("enum", ())) == set(OBJECTIVES):
+            key_text = "objective name"
+        elif keys.get("enum"):
+            key_text = "key in (" + ", ".join(f"`{k}`" for k in keys["enum"]) + ")"
+        else:
+            key_text = "name" if keys.get("pattern") else "string"
+        return f"mapping of {key_text} to {_type(values[0])}"
     return {"number": "number", "integer": "integer", "string": "string", "boolean": "boolean"}.get(
         kind, "any"
     )
@@ -249,6 +269,10 @@ def _constraints(prop: dict[str, Any], item: bool = False) -> list[str]:
             found.append(f"{subject}{symbol} {prop[key]}")
     if "pattern" in prop:
         found.append(f"{subject}matches `{prop['pattern']}`")
+    for pattern in prop.get("patternProperties", {}):
+        found.append(f"keys match `{pattern}`")
+    if "pattern" in prop.get("propertyNames", {}):
+        found.append(f"keys match `{prop['propertyNames']['pattern']}`")
     if "minItems" in prop and "prefixItems" not in prop:
         found.append(f"at least {prop['minItems']} item{'s' if prop['minItems'] > 1 else ''}")
     if "maxItems" in prop and "prefixItems" not in prop:
@@ -309,15 +333,18 @@ def _description(
 
 
 def _source_options() -> str:
-    lines = ["Options of each `data.source` (`data.options`; other keys are rejected):", ""]
-    for name, source in SOURCES.items():
-        lines.append(
-            f"- `{name}`: event sets {', '.join(f'`{s}`' for s in source.event_sets)}; "
-            f"features {', '.join(f'`{f}`' for f in source.features)}; options "
-            + ", ".join(f"`{k}` (default `{_value(v)}`)" for k, v in source.defaults.items())
-            + "."
-        )
-    return "\n".join(lines)
+    """The generated source's event sets, features and options (``data.options``)."""
+    data = neosx.config.DataConfig(source="blobs")
+    return (
+        "With `source: blobs`: event sets "
+        + ", ".join(f"`{s}`" for s in blobs.event_sets(data))
+        + "; features "
+        + ", ".join(f"`{f}`" for f in blobs.features(data))
+        + "; `options` (other keys are rejected) "
+        + ", ".join(f"`{k}` (default `{_value(v)}`)" for k, v in blobs.DEFAULTS.items())
+        + ", each `<event set>_mean` being the blob's centre (x, y) and `sigma` the width of "
+        "every blob."
+    )
 
 
 def _objectives() -> str:
@@ -353,7 +380,12 @@ def configuration_markdown() -> str:
         GENERATED.format(source="neosx.config.StudyConfig"),
         "",
         CONFIGURATION_INTRO,
-        "Sections: " + ", ".join(f"[{t}](#{n.lower()})" for n, t in titles.items()) + ".",
+        "Sections: "
+        + ", ".join(
+            f"[{t}](#{n.lower()})" if " " in t or t == "schedules" else f"[`{t}`](#{n.lower()})"
+            for n, t in titles.items()
+        )
+        + ".",
     ]
     for name, paths in sections.items():
         node = schema if name == schema["title"] else defs[name]

@@ -33,6 +33,7 @@ __all__ = [
     "CutConfig",
     "DataConfig",
     "EvaluationConfig",
+    "FileConfig",
     "HistogramConfig",
     "HistosysConfig",
     "NormsysConfig",
@@ -92,34 +93,86 @@ def _schedule(value: Any) -> Any:
     return value
 
 
+class FileConfig(_Strict):
+    """One event set read from a file (ROOT via uproot, or Parquet via awkward)."""
+
+    path: str = Field(description="ROOT or Parquet file (relative to the config file's folder)")
+    tree: str = Field("events", description="TTree name (ROOT files)")
+
+
 class DataConfig(_Strict):
     """Where the events come from.
 
     ``source: blobs`` generates the neos paper's 2-D Gaussian blobs (features ``x``, ``y``;
-    event sets ``signal``, ``background``, ``background_up``, ``background_down``).
-    Train and test events are independent draws (the test split is never trained on).
+    event sets ``signal``, ``background``, ``background_up``, ``background_down``); train
+    and test events are independent draws. ``source: files`` reads one file per event set
+    and computes each feature from an expression of its branches (uproot's expression
+    language, e.g. ``sqrt(MET_px**2 + MET_py**2)``); each set is split into train and test
+    events by a seeded shuffle. The test split is never trained on.
     """
 
-    source: Literal["blobs"] = "blobs"
-    train_events: PositiveInt = Field(10_000, description="events per event set for training")
-    test_events: PositiveInt = Field(20_000, description="events per event set for evaluation")
-    options: dict[str, Any] = Field(default_factory=dict, description="generator options")
+    source: Literal["blobs", "files"] = "blobs"
+    train_events: PositiveInt = Field(10_000, description="blobs: events per event set (train)")
+    test_events: PositiveInt = Field(20_000, description="blobs: events per event set (test)")
+    options: dict[str, Any] = Field(default_factory=dict, description="blobs: generator options")
+    files: dict[Name, FileConfig] = Field(
+        default_factory=dict, description="files: {event set: file}"
+    )
+    features: dict[Name, str] = Field(
+        default_factory=dict, description="files: {feature: expression of branches}"
+    )
+    test_fraction: float = Field(0.5, gt=0, lt=1, description="files: share of events for test")
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> DataConfig:
+        if self.source == "files" and not (self.files and self.features):
+            raise ValueError("source 'files' needs 'files' and 'features'")
+        if self.source != "files" and (self.files or self.features):
+            raise ValueError(f"'files' and 'features' need source 'files', not {self.source!r}")
+        return self
 
 
-class HistosysConfig(_Strict):
-    """A shape systematic from alternative event sets (the up and down variations)."""
+class _Variation(_Strict):
+    """A +-1 sigma variation from alternative event sets or from per-event weight factors."""
 
     name: Name
-    up: Name
-    down: Name
+    up_weight: Name | None = Field(None, description="feature: weight factor at +1 sigma")
+    down_weight: Name | None = Field(None, description="feature: weight factor at -1 sigma")
+
+    def _one_form(self, first: tuple[str, str], kind: str) -> None:
+        given = {k for k in (*first, "up_weight", "down_weight") if getattr(self, k) is not None}
+        if given not in (set(first), {"up_weight", "down_weight"}):
+            raise ValueError(
+                f"{kind} '{self.name}' takes either {' and '.join(first)} or up_weight and "
+                f"down_weight, got {sorted(given)}"
+            )
 
 
-class NormsysConfig(_Strict):
-    """A normalisation systematic: the sample's yield times ``hi`` / ``lo`` at +-1 sigma."""
+class HistosysConfig(_Variation):
+    """A shape systematic: alternative event sets (``up``, ``down``), or the nominal events
+    reweighted by per-event factors (``up_weight``, ``down_weight``)."""
 
-    name: Name
-    hi: PositiveFloat
-    lo: PositiveFloat
+    up: Name | None = Field(None, description="event set at +1 sigma")
+    down: Name | None = Field(None, description="event set at -1 sigma")
+
+    @model_validator(mode="after")
+    def _form(self) -> HistosysConfig:
+        self._one_form(("up", "down"), "histosys")
+        return self
+
+
+class NormsysConfig(_Variation):
+    """A normalisation systematic: constant factors ``hi`` / ``lo`` at +-1 sigma, or the
+    selected yield's change under per-event weight factors (``up_weight``, ``down_weight``),
+    which then depends on the selection and is differentiated with it."""
+
+    hi: PositiveFloat | None = None
+    lo: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _form(self) -> NormsysConfig:
+        self._one_form(("hi", "lo"), "normsys")
+        return self
 
 
 class SampleConfig(_Strict):
@@ -129,6 +182,9 @@ class SampleConfig(_Strict):
     events: Name = Field(description="event set of the data source")
     role: Literal["signal", "background"]
     expected: PositiveFloat = Field(description="expected events before any selection")
+    weight: Name | None = Field(
+        None, description="feature holding per-event weights (default: unweighted events)"
+    )
     histosys: tuple[HistosysConfig, ...] = ()
     normsys: tuple[NormsysConfig, ...] = ()
     staterror: bool = Field(False, description="MC statistical uncertainty (sum w^2)")
@@ -155,6 +211,9 @@ class ObservableConfig(_Strict):
     features: tuple[Name, ...] = Field(min_length=1)
     hidden: tuple[PositiveInt, ...] = (32, 32)
     activation: Literal["relu", "tanh", "gelu", "softplus"] = "relu"
+    standardize: bool = Field(
+        True, description="mlp: scale inputs by the training events' mean and std"
+    )
 
     @model_validator(mode="after")
     def _one_feature(self) -> ObservableConfig:
@@ -329,15 +388,24 @@ def _check_names(config: StudyConfig) -> None:
     sets, features = event_sets(config.data), feature_names(config.data)
     for i, sample in enumerate(config.samples):
         wanted = [("events", sample.events)]
-        wanted += [(f"histosys[{j}].up", h.up) for j, h in enumerate(sample.histosys)]
-        wanted += [(f"histosys[{j}].down", h.down) for j, h in enumerate(sample.histosys)]
+        for j, h in enumerate(sample.histosys):
+            if h.up is not None:
+                wanted += [(f"histosys[{j}].up", h.up), (f"histosys[{j}].down", h.down)]
         for field, name in wanted:
             if name not in sets:
                 raise ConfigError(
                     f"samples[{i}].{field}: unknown event set of source "
                     f"'{config.data.source}', choose one of {sorted(sets)} (got {name!r})"
                 )
+    weights = [(f"samples[{i}].weight", s.weight) for i, s in enumerate(config.samples)]
+    for i, sample in enumerate(config.samples):
+        for kind in ("histosys", "normsys"):
+            for j, variation in enumerate(getattr(sample, kind)):
+                for field in ("up_weight", "down_weight"):
+                    where = f"samples[{i}].{kind}[{j}].{field}"
+                    weights.append((where, getattr(variation, field)))
     for where, name in [
+        *((where, name) for where, name in weights if name is not None),
         *((f"cuts[{i}].feature", c.feature) for i, c in enumerate(config.cuts)),
         *((f"observable.features[{i}]", f) for i, f in enumerate(config.observable.features)),
     ]:
@@ -437,5 +505,19 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[StudyC
         raise ConfigError(f"{path}: the file is empty")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: expected a mapping of fields, got {type(raw).__name__}")
-    raw = apply_overrides(raw, overrides)
+    raw = _resolve_paths(apply_overrides(raw, overrides), path.parent)
     return parse_config(raw), raw
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make relative ``data.files.*.path`` entries relative to the config file's folder.
+
+    The resolved (absolute) paths are what a run folder stores, so a run can be resumed or
+    evaluated from any working directory.
+    """
+    files = raw.get("data", {}).get("files") if isinstance(raw.get("data"), Mapping) else None
+    if isinstance(files, Mapping):
+        for entry in files.values():
+            if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+                entry["path"] = str((base / entry["path"]).resolve())
+    return raw

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from neosx.config import ObservableConfig
 
@@ -44,32 +45,41 @@ class Observable(NamedTuple):
     logit: Callable[[Params, jax.Array], jax.Array] | None = None
 
 
-def _mlp(config: ObservableConfig, columns: tuple[int, ...]) -> Observable:
+def _mlp(
+    config: ObservableConfig, columns: tuple[int, ...], training: np.ndarray | None
+) -> Observable:
     """A fully connected network with a sigmoid output in (0, 1) (a classifier score).
 
+    Inputs are standardised with the mean and standard deviation of the training events
+    (all event sets together; fixed constants, not trained) when ``config.standardize``.
     Weights are drawn He-normal for ReLU-like activations and Glorot-normal for tanh;
     biases start at zero. Params: a list of ``{"w": (n_in, n_out), "b": (n_out,)}``.
     """
     sizes = (len(columns), *config.hidden, 1)
+    shift, scale = np.zeros(len(columns)), np.ones(len(columns))
+    if config.standardize and training is not None:
+        inputs = training[:, list(columns)]
+        shift, scale = inputs.mean(axis=0), inputs.std(axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
     activation = ACTIVATIONS[config.activation]
     glorot = config.activation == "tanh"
     index = jnp.asarray(columns)
 
-    def scale(n_in: int, n_out: int) -> float:
+    def init_std(n_in: int, n_out: int) -> float:
         return (2.0 / (n_in + n_out)) ** 0.5 if glorot else (2.0 / n_in) ** 0.5
 
     def init(key: jax.Array) -> Params:
         keys = jax.random.split(key, len(sizes) - 1)
         return [
             {
-                "w": scale(n_in, n_out) * jax.random.normal(k, (n_in, n_out), jnp.float64),
+                "w": init_std(n_in, n_out) * jax.random.normal(k, (n_in, n_out), jnp.float64),
                 "b": jnp.zeros(n_out, jnp.float64),
             }
             for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:], strict=True)
         ]
 
     def logit(params: Params, features: jax.Array) -> jax.Array:
-        h = features[:, index]
+        h = (features[:, index] - shift) / scale
         for layer in params[:-1]:
             h = activation(h @ layer["w"] + layer["b"])
         return (h @ params[-1]["w"] + params[-1]["b"])[:, 0]
@@ -80,7 +90,9 @@ def _mlp(config: ObservableConfig, columns: tuple[int, ...]) -> Observable:
     return Observable(init, apply, logit)
 
 
-def _feature(config: ObservableConfig, columns: tuple[int, ...]) -> Observable:
+def _feature(
+    config: ObservableConfig, columns: tuple[int, ...], training: np.ndarray | None
+) -> Observable:
     """One feature, histogrammed as it is (nothing trainable)."""
     (column,) = columns
 
@@ -90,21 +102,26 @@ def _feature(config: ObservableConfig, columns: tuple[int, ...]) -> Observable:
     return Observable(lambda key: {}, apply)
 
 
-OBSERVABLES: dict[str, Callable[[ObservableConfig, tuple[int, ...]], Observable]] = {
+Factory = Callable[[ObservableConfig, tuple[int, ...], np.ndarray | None], Observable]
+
+OBSERVABLES: dict[str, Factory] = {
     "mlp": _mlp,
     "feature": _feature,
 }
 
 
-def make_observable(config: ObservableConfig, feature_names: tuple[str, ...]) -> Observable:
+def make_observable(
+    config: ObservableConfig, feature_names: tuple[str, ...], training: np.ndarray | None = None
+) -> Observable:
     """Build the configured observable on a data source's feature columns.
 
     Args:
         config: The study's observable section.
         feature_names: The source's feature names, in column order.
+        training: (N, F) training events of all event sets, for input standardisation.
 
     Returns:
         The :class:`Observable`.
     """
     columns = tuple(feature_names.index(name) for name in config.features)
-    return OBSERVABLES[config.type](config, columns)
+    return OBSERVABLES[config.type](config, columns, training)

@@ -5,9 +5,10 @@ evaluation call the same :meth:`Analysis.outputs`; ``hard=True`` swaps each rela
 exact counterpart (step cuts, ``numpy.histogram``-equal counts), so the number reported
 after training is the real cut-and-count analysis.
 
-Events carry no weights of their own here: a sample's events are weighted so that the
-unselected sample sums to its configured expected yield, ``w = expected / N`` (N: the
-events of that event set in the batch), times the selection efficiency of each event.
+A sample's events are weighted so that the unselected sample sums to its configured expected
+yield: ``w_i = expected * r_i / sum_j r_j`` over the events of its event set in the batch,
+with ``r`` the sample's weight feature (or 1), times each event's selection efficiency.
+Systematic variations come from alternative event sets or from per-event weight factors.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neosx.config import SampleConfig, StudyConfig
-from neosx.data import feature_names
+from neosx.config import NormsysConfig, SampleConfig, StudyConfig
+from neosx.data import feature_names, load_events
 from neosx.histfactory import HistFactory, build_spec
 from neosx.observables import Observable, make_observable
 from neosx.relax import cut, hist, hist_sumw2
@@ -79,7 +80,7 @@ def _placeholder(sample: SampleConfig, n_bins: int, staterror: str) -> dict[str,
             h.name: {"hi_data": 1.1 * nominal, "lo_data": 0.9 * nominal} for h in sample.histosys
         }
     if sample.normsys:
-        entry["normsys"] = {n.name: {"hi": n.hi, "lo": n.lo} for n in sample.normsys}
+        entry["normsys"] = {n.name: {"hi": n.hi or 1.1, "lo": n.lo or 0.9} for n in sample.normsys}
     if sample.staterror:
         entry["staterror"] = {staterror: 0.1 * nominal}
     return entry
@@ -103,14 +104,20 @@ class Analysis:
 
     @classmethod
     def from_config(cls, config: StudyConfig) -> Analysis:
-        """Build the observable and compile the likelihood's structure."""
+        """Build the observable and compile the likelihood's structure.
+
+        The training events (regenerated or re-read: deterministic in the seed) fix the
+        observable's input standardisation.
+        """
         features = feature_names(config.data)
+        training = np.concatenate(list(load_events(config.data, "train", config.seed).values()))
         histograms = {
             sample.name: _placeholder(sample, config.histogram.bins, _staterror_name(config))
             for sample in config.samples
         }
         model = HistFactory(cls._workspace(config, histograms))
-        return cls(config, make_observable(config.observable, features), features, model)
+        observable = make_observable(config.observable, features, training)
+        return cls(config, observable, features, model)
 
     @staticmethod
     def _workspace(config: StudyConfig, histograms: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,6 +196,12 @@ class Analysis:
 
     # -- the analysis ----------------------------------------------------------------------
 
+    def _column(self, events: jax.Array, feature: str | None) -> jax.Array:
+        """A feature column of the events (weights, weight factors); ``None``: ones."""
+        if feature is None:
+            return jnp.ones(events.shape[0], events.dtype)
+        return events[:, self.features.index(feature)]
+
     def _selection(
         self, params: Params, events: jax.Array, knobs: Knobs, hard: bool
     ) -> jax.Array:
@@ -221,7 +234,8 @@ class Analysis:
         edges = self.edges(params)
         selected: dict[str, tuple[jax.Array, jax.Array]] = {}
 
-        def histogram(sample: SampleConfig, event_set: str, sumw2: bool = False) -> jax.Array:
+        def weights(sample: SampleConfig, event_set: str) -> tuple[jax.Array, jax.Array]:
+            """Observable values and event weights: the set sums to ``expected`` unselected."""
             if event_set not in selected:
                 events = batch[event_set]
                 selected[event_set] = (
@@ -229,26 +243,45 @@ class Analysis:
                     self._selection(params, events, knobs, hard),
                 )
             values, efficiency = selected[event_set]
-            weights = efficiency * (sample.expected / values.shape[0])
+            raw = self._column(batch[event_set], sample.weight)
+            return values, efficiency * raw * (sample.expected / jnp.sum(raw))
+
+        def histogram(
+            sample: SampleConfig, event_set: str, factor: str | None = None, sumw2: bool = False
+        ) -> jax.Array:
+            values, w = weights(sample, event_set)
+            w = w * self._column(batch[event_set], factor)
             fill = hist_sumw2 if sumw2 else hist
             return fill(
-                values, edges, bandwidth=knobs.bandwidth, weights=weights,
+                values, edges, bandwidth=knobs.bandwidth, weights=w,
                 method=config.method, overflow=config.overflow, hard=hard,
             )
+
+        def normsys(sample: SampleConfig, variation: NormsysConfig) -> dict[str, Any]:
+            if variation.hi is not None:
+                return {"hi": variation.hi, "lo": variation.lo}
+            events = batch[sample.events]
+            _, w = weights(sample, sample.events)
+            total = jnp.sum(w)
+            safe = jnp.where(total > 0, total, 1.0)
+            return {
+                side: jnp.where(total > 0, jnp.sum(w * self._column(events, column)) / safe, 1.0)
+                for side, column in (("hi", variation.up_weight), ("lo", variation.down_weight))
+            }
 
         yields: dict[str, Any] = {}
         for sample in self.config.samples:
             entry: dict[str, Any] = {"data": histogram(sample, sample.events)}
             if sample.histosys:
                 entry["histosys"] = {
-                    h.name: {
-                        "hi_data": histogram(sample, h.up),
-                        "lo_data": histogram(sample, h.down),
+                    h.name: {  # alternative event sets, or the nominal ones reweighted
+                        "hi_data": histogram(sample, h.up or sample.events, h.up_weight),
+                        "lo_data": histogram(sample, h.down or sample.events, h.down_weight),
                     }
                     for h in sample.histosys
                 }
             if sample.normsys:
-                entry["normsys"] = {n.name: {"hi": n.hi, "lo": n.lo} for n in sample.normsys}
+                entry["normsys"] = {n.name: normsys(sample, n) for n in sample.normsys}
             if sample.staterror:
                 entry["staterror"] = {
                     _staterror_name(self.config): {

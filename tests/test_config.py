@@ -106,7 +106,7 @@ MALFORMED = [
         ["histogram.colour=red"], "histogram.colour", "unknown key", "red", id="unknown-nested-key"
     ),
     pytest.param(
-        ["samples[1].weight=2"], "samples[1].weight", "unknown key", 2, id="unknown-sample-key"
+        ["samples[1].weights=2"], "samples[1].weights", "unknown key", 2, id="unknown-sample-key"
     ),
     # missing required fields
     pytest.param(_without("name"), "name", "required field is missing", None, id="no-name"),
