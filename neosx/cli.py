@@ -31,9 +31,10 @@ def _float64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
-def _summary_table(summary: dict[str, Any]) -> str:
+def _summary_table(summary: dict[str, Any], cl: float) -> str:
     """The hard figures of each analysis as a small text table."""
-    rows = [f"{'analysis':<10} {'CLs (median)':>13} {'Z0':>8} {'mu_up (95%)':>12}"]
+    limit = f"mu_up ({100 * cl:g}%)"
+    rows = [f"{'analysis':<10} {'CLs (median)':>13} {'Z0':>8} {limit:>12}"]
     for label, figures in summary.items():
         rows.append(
             f"{label:<10} {figures['cls']:>13.4g} {figures['z0']:>8.3f} "
@@ -81,7 +82,7 @@ def run(
         _fail(str(error))
     if result.status != "completed":
         _fail(result.message, code=1)
-    click.echo(_summary_table(result.summary))
+    click.echo(_summary_table(result.summary, study.evaluation.cl))
     click.echo(f"run folder: {result.run_dir}")
 
 
@@ -89,14 +90,15 @@ def run(
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 def evaluate(run_dir: Path) -> None:
     """Re-evaluate a run's analyses hard with pyhf (rewrites summary.json)."""
-    from neosx.run import RunError, evaluate_run
+    from neosx.run import RunError, evaluate_run, load_run
 
     _float64()
     try:
         summary = evaluate_run(run_dir)
+        study, _ = load_run(run_dir)
     except (ConfigError, RunError) as error:
         _fail(str(error))
-    click.echo(_summary_table(summary))
+    click.echo(_summary_table(summary, study.evaluation.cl))
 
 
 @main.command()

@@ -37,6 +37,10 @@ POI_UPPER_BOUND = 100.0
 for the upper limit of a weak analysis before training)."""
 
 
+_INIT_STREAM = 2**31 - 1
+"""Random stream of the initial parameters (minibatches use the streams 0, 1, ... = step)."""
+
+
 class Knobs(NamedTuple):
     """The relaxation's sharpness at one training step (annealed by schedules).
 
@@ -169,6 +173,11 @@ class Analysis:
         if self.config.histogram.trainable_edges:
             params["edges"] = jnp.zeros(self.config.histogram.bins, jnp.float64)
         return params
+
+    def initial_params(self, seed: int | None = None) -> Params:
+        """The untrained parameters that training starts from (default: the study seed)."""
+        seed = self.config.seed if seed is None else seed
+        return self.init_params(jax.random.fold_in(jax.random.PRNGKey(seed), _INIT_STREAM))
 
     def edges(self, params: Params) -> jax.Array | np.ndarray:
         """(n_bins + 1,) bin edges: fixed uniform, or from softmax-ordered trainable widths.

@@ -43,7 +43,6 @@ __all__ = [
     "RunResult",
     "evaluate_run",
     "export_workspace",
-    "initial_params",
     "load_run",
     "run_study",
     "trained_params",
@@ -116,11 +115,6 @@ def load_run(run_dir: str | Path) -> tuple[StudyConfig, dict[str, Any]]:
     return config, raw
 
 
-def initial_params(analysis: Analysis) -> Params:
-    """The untrained parameters of a study (the same for every analysis of the run)."""
-    return analysis.init_params(jax.random.fold_in(jax.random.PRNGKey(analysis.config.seed), 0))
-
-
 def trained_params(analysis: Analysis, run_dir: Path, label: str) -> Params:
     """The parameters of the latest checkpoint of ``label``.
 
@@ -130,7 +124,7 @@ def trained_params(analysis: Analysis, run_dir: Path, label: str) -> Params:
     path = latest_checkpoint(run_dir / "checkpoints" / label)
     if path is None:
         raise RunError(f"{run_dir}: no checkpoint of the '{label}' analysis")
-    params = initial_params(analysis)
+    params = analysis.initial_params()
     optimizer = make_optimizer(analysis.config.training.optimizer, analysis.config.training.steps)
     _, params, _ = load_checkpoint(path, (params, optimizer.init(params)))
     return params
@@ -165,7 +159,7 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     config, _ = load_run(run_dir)
     analysis = Analysis.from_config(config)
     events = load_events(config.data, "test", config.seed)
-    params = {"initial": initial_params(analysis)}
+    params = {"initial": analysis.initial_params()}
     params |= {label: trained_params(analysis, run_dir, label) for label in _labels(config)}
     records = {label: _record(analysis, p, events) for label, p in params.items()}
     for label, record in records.items():
@@ -204,9 +198,10 @@ def export_workspace(
     if analysis not in labels:
         raise RunError(f"unknown analysis {analysis!r}; this run has {list(labels)}")
     built = Analysis.from_config(config)
-    params = (
-        initial_params(built) if analysis == "initial" else trained_params(built, run_dir, analysis)
-    )
+    if analysis == "initial":
+        params = built.initial_params()
+    else:
+        params = trained_params(built, run_dir, analysis)
     events = load_events(config.data, "test", config.seed)
     _write_json(path, built.workspace(hard_histograms(built, params, events)))
     return path

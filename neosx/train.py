@@ -69,7 +69,9 @@ def make_schedule(config: ScheduleConfig, total_steps: int) -> optax.Schedule:
         return optax.linear_schedule(config.init, config.end, steps)
     if config.schedule == "cosine":
         return optax.cosine_decay_schedule(config.init, steps, alpha=config.end / config.init)
-    return optax.exponential_decay(config.init, steps, config.end / config.init, end_value=None)
+    return optax.exponential_decay(
+        config.init, steps, config.end / config.init, end_value=config.end
+    )
 
 
 def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
@@ -100,7 +102,8 @@ def save_checkpoint(
         directory: The analysis' checkpoint folder (created if needed).
         step: Steps completed.
         seed: The run seed (minibatches are drawn from seed and step).
-        params, opt_state: Pytrees of arrays.
+        params: Parameters (a pytree of arrays).
+        opt_state: The optimiser state (a pytree of arrays).
 
     Returns:
         The checkpoint path.
@@ -249,7 +252,7 @@ def train_analysis(
         }
         return optax.apply_updates(params, updates), new_state, value, figures, finite
 
-    params = analysis.init_params(jax.random.fold_in(base_key, 2**31 - 1))
+    params = analysis.initial_params(seed)
     opt_state = optimizer.init(params)
     checkpoints = run_dir / "checkpoints" / label
     metrics_path = run_dir / "metrics.jsonl"
