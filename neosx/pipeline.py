@@ -99,12 +99,16 @@ class Analysis:
         observable: The histogrammed variable (MLP or feature).
         features: The data source's feature names (column order of the event arrays).
         model: The HistFactory likelihood, compiled once; the yields are overridden per call.
+        cut_scales: (n_cuts,) standard deviation of each cut's feature in the training
+            events: thresholds are trained in these units, so one optimiser step moves a
+            cut on MET in GeV as far, relatively, as a cut on a score in [0, 1].
     """
 
     config: StudyConfig
     observable: Observable
     features: tuple[str, ...]
     model: HistFactory
+    cut_scales: tuple[float, ...]
 
     @classmethod
     def from_config(cls, config: StudyConfig) -> Analysis:
@@ -121,7 +125,9 @@ class Analysis:
         }
         model = HistFactory(cls._workspace(config, histograms))
         observable = make_observable(config.observable, features, training)
-        return cls(config, observable, features, model)
+        spreads = [float(np.std(training[:, features.index(c.feature)])) for c in config.cuts]
+        scales = tuple(spread if spread > 0 else 1.0 for spread in spreads)
+        return cls(config, observable, features, model, scales)
 
     @staticmethod
     def _workspace(config: StudyConfig, histograms: Mapping[str, Any]) -> dict[str, Any]:
@@ -163,12 +169,14 @@ class Analysis:
         """Initial parameters: observable weights, cut thresholds, edge logits.
 
         Returns:
-            ``{"observable": pytree, "cuts": (n_cuts,), "edges": (n_bins,)}``; ``"edges"``
-            only with trainable edges (zero logits: uniform bins).
+            ``{"observable": pytree, "cuts": (n_cuts,), "edges": (n_bins,)}``; ``"cuts"``
+            are the thresholds in units of :attr:`cut_scales` (see :meth:`thresholds`),
+            ``"edges"`` only with trainable edges (zero logits: uniform bins).
         """
+        inits = [c.init / scale for c, scale in zip(self.config.cuts, self.cut_scales, strict=True)]
         params: Params = {
             "observable": self.observable.init(key),
-            "cuts": jnp.asarray([c.init for c in self.config.cuts], jnp.float64),
+            "cuts": jnp.asarray(inits, jnp.float64),
         }
         if self.config.histogram.trainable_edges:
             params["edges"] = jnp.zeros(self.config.histogram.bins, jnp.float64)
@@ -193,9 +201,11 @@ class Analysis:
         return jnp.concatenate([jnp.array([low]), inner, jnp.array([high])])
 
     def thresholds(self, params: Params) -> jax.Array:
-        """(n_cuts,) cut thresholds; those configured ``trainable: false`` carry no gradient."""
+        """(n_cuts,) cut thresholds in the features' units; ``trainable: false`` ones are fixed.
+        """
         frozen = np.array([not c.trainable for c in self.config.cuts], dtype=bool)
-        return jnp.where(frozen, jax.lax.stop_gradient(params["cuts"]), params["cuts"])
+        cuts = jnp.where(frozen, jax.lax.stop_gradient(params["cuts"]), params["cuts"])
+        return cuts * jnp.asarray(self.cut_scales, jnp.float64)
 
     def knobs(self) -> Knobs:
         """The relaxation's initial sharpness (schedules at step 0)."""

@@ -140,7 +140,7 @@ def _record(analysis: Analysis, params: Params, events: Mapping[str, Any]) -> di
     workspace = analysis.workspace(histograms)
     return {
         "edges": [float(e) for e in analysis.edges(params)],
-        "cuts": [float(t) for t in params["cuts"]],
+        "cuts": [float(t) for t in analysis.thresholds(params)],
         "histograms": jax.tree.map(lambda a: a.tolist(), histograms)[analysis.config.channel],
         "figures": pyhf_figures(workspace, analysis.config.evaluation),
         "workspace": workspace,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import awkward as ak
@@ -113,7 +114,7 @@ def test_weighted_samples_and_weight_variations_equal_numpy() -> None:
     np.testing.assert_allclose(yields["ww"]["normsys"]["pileup"]["hi"], hi, rtol=1e-12)
     # the weight-based normsys follows the selection, differentiably
     def hi_of(threshold: jax.Array) -> jax.Array:
-        p = {**params, "cuts": jnp.array([threshold])}
+        p = {**params, "cuts": jnp.array([threshold]) / analysis.cut_scales[0]}
         return analysis(p, events)["SR"]["ww"]["normsys"]["pileup"]["hi"]
 
     grad = jax.grad(hi_of)(jnp.array(30.0))
@@ -141,3 +142,21 @@ def test_weight_based_histosys_reweights_the_nominal_events() -> None:
     score = np.asarray(analysis.observable.apply(params["observable"], events["background"]))
     reference, _ = np.histogram(score, np.linspace(0, 1, 5), weights=background[:, 0] * 0.2)
     np.testing.assert_allclose(tilt["hi_data"], reference, rtol=1e-12)
+
+
+@needs_cms
+@pytest.mark.slow
+def test_cms_study_runs_end_to_end_and_moves_the_cut(tmp_path: Path) -> None:
+    from neosx.run import run_study
+
+    config, raw = load_config(
+        CONFIGS / "cms_wz.yaml", ["training.steps=40", "baseline.steps=5", "observable.hidden=[8]"]
+    )
+    result = run_study(config, raw, tmp_path / "cms", progress=False)
+    assert result.status == "completed"
+    evaluation = json.loads((tmp_path / "cms" / "evaluation.json").read_text())
+    initial, optimised = (evaluation["analyses"][k]["cuts"][0] for k in ("initial", "optimised"))
+    assert initial == pytest.approx(10.0) and abs(optimised - initial) > 1.0  # GeV
+    assert result.summary["optimised"]["z0"] > result.summary["initial"]["z0"]
+    staterror = evaluation["analyses"]["optimised"]["histograms"]["ww"]["staterror"]
+    assert all(v >= 0 for v in staterror["staterror_SR"]["sumw2"])

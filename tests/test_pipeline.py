@@ -172,3 +172,19 @@ def test_objective_figures_have_the_physics_sign() -> None:
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-12)
     with pytest.raises(ValueError, match="unknown objectives"):
         make_loss(analysis, {"nope": 1.0}, analysis.config.evaluation)
+
+
+def test_cut_thresholds_train_in_units_of_the_feature_spread() -> None:
+    analysis, events = _analysis(
+        "cuts=[{feature: x, init: 0.5}, {feature: y, init: -1.0, trainable: false}]"
+    )
+    training = np.concatenate(list(load_events(analysis.config.data, "train", 0).values()))
+    np.testing.assert_allclose(analysis.cut_scales, training.std(axis=0), rtol=1e-12)
+    params = analysis.init_params(jax.random.PRNGKey(0))
+    np.testing.assert_allclose(analysis.thresholds(params), [0.5, -1.0], rtol=1e-12)
+
+    def signal_in_last_bin(p: dict) -> jax.Array:
+        return analysis(p, events)["SR"]["signal"]["data"][-1]
+
+    grad = jax.grad(signal_in_last_bin)(params)["cuts"]
+    assert float(grad[0]) != 0.0 and float(grad[1]) == 0.0  # the frozen cut gets no gradient
