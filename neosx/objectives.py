@@ -66,20 +66,19 @@ def _signal_background(analysis: Analysis, out: Outputs) -> tuple[jax.Array, jax
     return total["signal"], total["background"]
 
 
-def _s_over_sqrt_b(
-    analysis: Analysis, out: Outputs, ev: EvaluationConfig
-) -> tuple[jax.Array, jax.Array]:
-    s, b = _signal_background(analysis, out)
-    z = jnp.sqrt(jnp.sum(metrics.s_over_sqrt_b(s, b) ** 2))
-    return -z, z
+def _binned_significance(
+    per_bin: Callable[[jax.Array, jax.Array], jax.Array],
+) -> Callable[[Analysis, Outputs, EvaluationConfig], tuple[jax.Array, jax.Array]]:
+    """A closed-form significance per bin, combined in quadrature over bins (maximised)."""
 
+    def objective(
+        analysis: Analysis, out: Outputs, ev: EvaluationConfig
+    ) -> tuple[jax.Array, jax.Array]:
+        s, b = _signal_background(analysis, out)
+        z = jnp.sqrt(jnp.sum(per_bin(s, b) ** 2))
+        return -z, z
 
-def _asimov_significance(
-    analysis: Analysis, out: Outputs, ev: EvaluationConfig
-) -> tuple[jax.Array, jax.Array]:
-    s, b = _signal_background(analysis, out)
-    z = jnp.sqrt(jnp.sum(metrics.asimov_significance(s, b) ** 2))
-    return -z, z
+    return objective
 
 
 def _bce(analysis: Analysis, out: Outputs, ev: EvaluationConfig) -> tuple[jax.Array, jax.Array]:
@@ -106,9 +105,13 @@ OBJECTIVES: dict[str, Objective] = {
     "upper_limit": Objective(_upper_limit, "median expected upper limit on mu"),
     "poi_uncertainty": Objective(_poi_uncertainty, "sigma(mu) from the Fisher information"),
     "bce": Objective(_bce, "binary cross-entropy of the classifier"),
-    "s_over_sqrt_b": Objective(_s_over_sqrt_b, "s / sqrt(b) summed in quadrature over bins"),
+    "s_over_sqrt_b": Objective(
+        _binned_significance(metrics.s_over_sqrt_b),
+        "s / sqrt(b) summed in quadrature over bins (maximised)",
+    ),
     "asimov_significance": Objective(
-        _asimov_significance, "Asimov significance summed in quadrature over bins (maximised)"
+        _binned_significance(metrics.asimov_significance),
+        "Asimov significance summed in quadrature over bins (maximised)",
     ),
 }
 
