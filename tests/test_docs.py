@@ -110,7 +110,9 @@ def test_concepts_name_every_objective_and_method() -> None:
     assert not missing, f"docs/concepts.md does not describe {missing}"
 
 
+@pytest.mark.slow
 def test_docstring_cleanup_for_the_api_pages() -> None:
+    """Needs the docs extra (griffe, with mkdocstrings): ``pip install -e ".[docs]"``."""
     pytest.importorskip("griffe")
     hooks = _load(DOCS / "hooks" / "griffe_docstrings.py")
     text = "Use :func:`~neosx.relax.hist` or :class:`neosx.HistFactory`, e.g.::\n\nExample:\n"
