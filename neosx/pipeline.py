@@ -38,7 +38,7 @@ for the upper limit of a weak analysis before training)."""
 
 
 _INIT_STREAM = 2**31 - 1
-"""Random stream of the initial parameters (minibatches use the streams 0, 1, ... = step)."""
+"""Random stream of the initial parameters (a fold-in of the study seed)."""
 
 
 class Knobs(NamedTuple):

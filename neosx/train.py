@@ -1,8 +1,9 @@
 """Training: optax updates of the analysis parameters on minibatches of events.
 
-One jitted step draws the minibatch (from the step number and the seed alone, so a resumed run
-sees exactly the batches of an uninterrupted one), evaluates the soft analysis and the loss,
-differentiates through the fits (implicitly) and applies the optax update. Checkpoints hold
+Each step draws its minibatch from the step number and the seed alone (so a resumed run sees
+exactly the batches of an uninterrupted one); one jitted function then evaluates the soft
+analysis and the loss, differentiates through the fits (implicitly) and applies the optax
+update. Checkpoints hold
 the parameters, the optimiser state, the step and the seed, written atomically; metrics are
 appended to ``metrics.jsonl``. A non-finite loss, figure or gradient stops the run cleanly:
 the last good state is checkpointed and the message names the quantity and the step.
@@ -181,12 +182,18 @@ def _first_bad(tree: Any, prefix: str) -> str | None:
 # -- the loop --------------------------------------------------------------------------------
 
 
-def _draw(key: jax.Array, events: Mapping[str, jax.Array], size: int) -> dict[str, jax.Array]:
-    """A minibatch of ``size`` events per event set, without replacement."""
-    keys = jax.random.split(key, len(events))
+def _minibatch(
+    seed: int, step: int, sizes: Mapping[str, int], batch_size: int
+) -> dict[str, np.ndarray]:
+    """Indices of ``batch_size`` events per event set, without replacement.
+
+    Drawn on the host from the seed and the step alone (NumPy; XLA's sort on CPU makes an
+    in-graph draw cost milliseconds), so a resumed run sees exactly the same minibatches.
+    """
+    rng = np.random.default_rng([seed, step])
     return {
-        name: array[jax.random.choice(k, array.shape[0], (min(size, array.shape[0]),), False)]
-        for k, (name, array) in zip(keys, sorted(events.items()), strict=True)
+        name: rng.choice(size, min(batch_size, size), replace=False)
+        for name, size in sorted(sizes.items())
     }
 
 
@@ -232,12 +239,12 @@ def train_analysis(
     slopes = [_static_or_schedule(c.slope, total) for c in analysis.config.cuts]
     learning_rate = make_schedule(training.optimizer.learning_rate, total)
     loss_fn = make_loss(analysis, objective, evaluation)
-    base_key = jax.random.PRNGKey(seed)
     events = {name: jnp.asarray(array, jnp.float64) for name, array in events.items()}
+    sizes = {name: array.shape[0] for name, array in events.items()}
 
     @jax.jit
-    def step_fn(params: Params, opt_state: Any, step: jax.Array) -> tuple:
-        batch = _draw(jax.random.fold_in(base_key, step), events, training.batch_size)
+    def step_fn(params: Params, opt_state: Any, step: jax.Array, indices: dict) -> tuple:
+        batch = {name: events[name][index] for name, index in indices.items()}
         knobs = Knobs(bandwidth(step), tuple(s(step) for s in slopes))
 
         def loss(params: Params) -> tuple[jax.Array, dict[str, Any]]:
@@ -266,8 +273,9 @@ def train_analysis(
     try:
         for step in range(start, total):
             began = time.perf_counter()
+            indices = _minibatch(seed, step, sizes, training.batch_size)
             new_params, new_state, value, figures, finite = step_fn(
-                params, opt_state, jnp.asarray(step)
+                params, opt_state, jnp.asarray(step), indices
             )
             value = float(value)
             bad = (
