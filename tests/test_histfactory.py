@@ -161,8 +161,11 @@ def assert_agrees(
     model: HistFactory, reference: pyhf.pdf.Model, data: np.ndarray, n: int = 20
 ) -> None:
     """logpdf and expected_data equal pyhf's at the init and ``n`` random points."""
+    aux = data[reference.config.nmaindata :]
     for pars in random_points(reference, n):
         assert max_rel(model.logpdf(pars, data), reference.logpdf(pars, data)[0]) < RTOL
+        constraint = reference.constraint_logpdf(aux, pars)
+        assert max_rel(model.constraint_logpdf(aux, pars), constraint) < RTOL
         assert max_rel(model.expected_data(pars), reference.expected_data(pars)) < RTOL
         assert (
             max_rel(

@@ -259,17 +259,40 @@ def logpdf(
         (negative rates make the logpdf NaN; callers report them).
     """
     rates = jnp.sum(rates_by_sample(layout, pars, arrays), axis=0)
-    sigma, factor, aux = _constraint_scales(layout, arrays)
     main, observed_aux = data[: layout.n_bins], data[layout.n_bins :]
     if observed_aux.shape[0] == 0:
-        observed_aux = aux
-    normal_x = _take(observed_aux, layout.normal_aux)
+        observed_aux = None
+    poisson_term = _poisson_log_ratio if relative else _poisson_logpdf
+    value = jnp.sum(poisson_term(main, rates)) + constraint_logpdf(
+        layout, pars, observed_aux, arrays, relative
+    )
+    return value, jnp.min(rates)
+
+
+def constraint_logpdf(
+    layout: Layout, pars: Array, aux: Array | None, arrays: Mapping[str, Array],
+    relative: bool = False,
+) -> Array:
+    """Log-likelihood of the auxiliary data alone: the Gaussian and Poisson constraints.
+
+    Every term depends on one parameter, so the Hessian w.r.t. ``pars`` is diagonal.
+
+    Args:
+        layout: Compiled model.
+        pars: Parameters (npars,).
+        aux: Observed auxiliary data (nauxdata,); ``None``: :func:`auxdata` of the yields.
+        arrays: Data arrays from :func:`apply_overrides`.
+        relative: As in :func:`logpdf`.
+
+    Returns:
+        Scalar.
+    """
+    sigma, factor, nominal_aux = _constraint_scales(layout, arrays)
+    aux = nominal_aux if aux is None else aux
+    normal_x = _take(aux, layout.normal_aux)
     normal = -jnp.square((normal_x - _take(pars, layout.normal_par)) / (jnp.sqrt(2.0) * sigma))
     if not relative:
         normal = normal - jnp.log(sigma * jnp.sqrt(2.0 * jnp.pi))
     poisson_term = _poisson_log_ratio if relative else _poisson_logpdf
-    poisson = poisson_term(
-        _take(observed_aux, layout.poisson_aux), _take(pars, layout.poisson_par) * factor
-    )
-    value = jnp.sum(poisson_term(main, rates)) + jnp.sum(normal) + jnp.sum(poisson)
-    return value, jnp.min(rates)
+    poisson = poisson_term(_take(aux, layout.poisson_aux), _take(pars, layout.poisson_par) * factor)
+    return jnp.sum(normal) + jnp.sum(poisson)

@@ -55,6 +55,13 @@ def _logpdf(
     return likelihood.logpdf(layout, pars, data, arrays, relative)
 
 
+def _constraint_logpdf(
+    layout: Layout, slots: tuple[OverrideSlot, ...], pars: Array, aux: Array, values: Any
+) -> Array:
+    arrays = likelihood.apply_overrides(layout, slots, values)
+    return likelihood.constraint_logpdf(layout, pars, aux, arrays)
+
+
 def _rates_by_sample(
     layout: Layout, slots: tuple[OverrideSlot, ...], pars: Array, values: Any
 ) -> Array:
@@ -178,6 +185,9 @@ class HistFactory:
         self._expected = jax.jit(functools.partial(_expected_data, layout), static_argnums=(0, 1))
         self._by_sample = jax.jit(functools.partial(_rates_by_sample, layout), static_argnums=0)
         self._auxdata = jax.jit(functools.partial(_auxdata, layout), static_argnums=0)
+        self._constraint = jax.jit(
+            functools.partial(_constraint_logpdf, layout), static_argnums=0
+        )
 
     def __repr__(self) -> str:
         c = self.config
@@ -359,6 +369,25 @@ class HistFactory:
             -4.107121
         """
         return self._evaluate(pars, data, yields, relative=False)
+
+    def constraint_logpdf(
+        self, auxdata: ArrayLike, pars: ArrayLike, yields: Yields | None = None
+    ) -> Array:
+        """Log-likelihood of the auxiliary data alone, as pyhf's ``Model.constraint_logpdf``.
+
+        Args:
+            auxdata: (nauxdata,) auxiliary measurements.
+            pars: Parameters (npars,).
+            yields: Optional yields override (staterror / shapesys widths follow it).
+
+        Returns:
+            Scalar: the Gaussian and Poisson constraint terms, each a function of one
+            parameter (so its Hessian is diagonal).
+        """
+        pars = self._pars(pars)
+        auxdata = _checked_shape("auxdata", auxdata, ((self.config.nauxdata,),))
+        slots, values = self._overrides(yields)
+        return self._constraint(slots, pars, jnp.asarray(auxdata, jnp.float64), values)
 
     def log_likelihood_ratio(
         self, pars: ArrayLike, data: ArrayLike, yields: Yields | None = None
