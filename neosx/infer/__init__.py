@@ -6,7 +6,7 @@ upstream of them).
 """
 
 from neosx.infer.cls import expected_cls, hypotest
-from neosx.infer.fisher import covariance, poi_uncertainty
+from neosx.infer.fisher import covariance, fisher_information, poi_uncertainty
 from neosx.infer.fit import FitError, fit
 from neosx.infer.limits import discovery_significance, expected_upper_limit
 from neosx.infer.teststat import test_statistic
@@ -17,6 +17,7 @@ __all__ = [
     "discovery_significance",
     "expected_cls",
     "expected_upper_limit",
+    "fisher_information",
     "fit",
     "hypotest",
     "poi_uncertainty",
