@@ -7,7 +7,8 @@ Solver: Newton steps with the exact Hessian on the free, inactive parameters (bo
 handled by freezing parameters that sit on a bound with the gradient pointing out), the
 Hessian Jacobi-scaled before the solve so that constraints of very different widths (a
 shapesys of relative width 2e-6 next to a normfactor) are treated alike, and a backtracking
-line search whose candidate steps are evaluated in one vectorised call. All of it is one
+line search that tries the full Newton step first and otherwise evaluates its candidate steps
+in one vectorised call. All of it is one
 ``lax.while_loop``: no unrolling, so compile time does not grow with the iteration count.
 
 Gradient: at the solution the free gradient vanishes, ``g_F(theta*, args) = 0``; so
@@ -114,14 +115,28 @@ def _solve(
         pars, f, g, hess, iteration, _ = state
         free = ~fixed & ~_active(pars, g, lower, upper)
         direction, decrement = _newton_direction(hess, g, free)
-        trial = jnp.clip(pars[None, :] + steps[:, None] * direction[None, :], lower, upper)
-        f_trial = batched(trial, args)
-        predicted = (trial - pars[None, :]) @ g
-        accept = (f_trial <= f + ARMIJO * predicted) & jnp.isfinite(f_trial)
-        best = jnp.where(jnp.any(accept), jnp.argmax(accept), jnp.argmin(f_trial))
-        improved = f_trial[best] < f
-        new_pars = jnp.where(improved, trial[best], pars)
-        new_f = jnp.where(improved, f_trial[best], f)
+
+        def acceptable(trial: jax.Array, f_trial: jax.Array) -> jax.Array:
+            predicted = (trial - pars) @ g
+            return (f_trial <= f + ARMIJO * predicted) & jnp.isfinite(f_trial)
+
+        def search() -> tuple[jax.Array, jax.Array]:
+            trial = jnp.clip(pars[None, :] + steps[:, None] * direction[None, :], lower, upper)
+            f_trial = batched(trial, args)
+            accept = jax.vmap(acceptable)(trial, f_trial)
+            best = jnp.where(jnp.any(accept), jnp.argmax(accept), jnp.argmin(f_trial))
+            return trial[best], f_trial[best]
+
+        # the full Newton step first (accepted at every step near the minimum); the
+        # vectorised backtracking only when it fails
+        full = jnp.clip(pars + direction, lower, upper)
+        f_full = objective(full, args)
+        candidate, f_candidate = jax.lax.cond(
+            acceptable(full, f_full), lambda: (full, f_full), search
+        )
+        improved = f_candidate < f
+        new_pars = jnp.where(improved, candidate, pars)
+        new_f = jnp.where(improved, f_candidate, f)
         small = decrement <= DECREMENT_TOLERANCE * jnp.maximum(1.0, jnp.abs(f))
         # converged: the decrement is at round-off, or no step can lower f any further
         # while the decrement is already tiny (a stalled line search is not convergence)
