@@ -144,3 +144,27 @@ def test_resume_of_a_finished_run_changes_nothing(cli_run: Path) -> None:
     assert (cli_run / "metrics.jsonl").read_text() == before
     with_set = CliRunner().invoke(main, ["run", "--resume", str(cli_run), "--set", "seed=1"])
     assert with_set.exit_code == 2 and "--resume continues a run" in with_set.output
+
+
+def test_run_stopped_on_nan_exits_1_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    import neosx.run
+
+    load_events = neosx.run.load_events
+
+    def corrupt(data: object, split: str, seed: int) -> dict:
+        events = load_events(data, split, seed)
+        events["signal"][:, 0] = np.nan  # every signal event is broken
+        return events
+
+    monkeypatch.setattr(neosx.run, "load_events", corrupt)
+    result = CliRunner().invoke(
+        main, ["run", str(DEFAULT), "--out", str(tmp_path / "r"), "--no-progress",
+               *_sets(TINY)]
+    )
+    assert result.exit_code == 1, result.output
+    assert "neosx: error: optimised: non-finite loss at step 0" in result.output
+    assert "Traceback" not in result.output
