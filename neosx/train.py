@@ -317,7 +317,7 @@ def train_analysis(
                 save_checkpoint(checkpoints, done, seed, params, opt_state)
             bar.update(1)
             shown = {name: f"{float(v):.4g}" for name, v in figures.items()}
-            bar.set_postfix(loss=f"{value:.4g}", **shown)
+            bar.set_postfix(loss=f"{value:.4g}", **shown, refresh=False)
     finally:
         bar.close()
     return TrainResult(params, total, "completed", "")
