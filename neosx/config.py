@@ -386,30 +386,30 @@ def _check_names(config: StudyConfig) -> None:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     sets, features = event_sets(config.data), feature_names(config.data)
+    set_refs: list[tuple[str, str | None]] = []
+    feature_refs: list[tuple[str, str | None]] = []
     for i, sample in enumerate(config.samples):
-        wanted = [("events", sample.events)]
-        for j, h in enumerate(sample.histosys):
-            if h.up is not None:
-                wanted += [(f"histosys[{j}].up", h.up), (f"histosys[{j}].down", h.down)]
-        for field, name in wanted:
-            if name not in sets:
-                raise ConfigError(
-                    f"samples[{i}].{field}: unknown event set of source "
-                    f"'{config.data.source}', choose one of {sorted(sets)} (got {name!r})"
-                )
-    weights = [(f"samples[{i}].weight", s.weight) for i, s in enumerate(config.samples)]
-    for i, sample in enumerate(config.samples):
+        set_refs.append((f"samples[{i}].events", sample.events))
+        feature_refs.append((f"samples[{i}].weight", sample.weight))
         for kind in ("histosys", "normsys"):
             for j, variation in enumerate(getattr(sample, kind)):
+                where = f"samples[{i}].{kind}[{j}]"
+                for field in ("up", "down"):
+                    set_refs.append((f"{where}.{field}", getattr(variation, field, None)))
                 for field in ("up_weight", "down_weight"):
-                    where = f"samples[{i}].{kind}[{j}].{field}"
-                    weights.append((where, getattr(variation, field)))
-    for where, name in [
-        *((where, name) for where, name in weights if name is not None),
-        *((f"cuts[{i}].feature", c.feature) for i, c in enumerate(config.cuts)),
-        *((f"observable.features[{i}]", f) for i, f in enumerate(config.observable.features)),
-    ]:
-        if name not in features:
+                    feature_refs.append((f"{where}.{field}", getattr(variation, field)))
+    feature_refs += [(f"cuts[{i}].feature", c.feature) for i, c in enumerate(config.cuts)]
+    feature_refs += [
+        (f"observable.features[{i}]", f) for i, f in enumerate(config.observable.features)
+    ]
+    for where, name in set_refs:
+        if name is not None and name not in sets:
+            raise ConfigError(
+                f"{where}: unknown event set of source '{config.data.source}', choose one of "
+                f"{sorted(sets)} (got {name!r})"
+            )
+    for where, name in feature_refs:
+        if name is not None and name not in features:
             raise ConfigError(
                 f"{where}: unknown feature of source '{config.data.source}', choose one of "
                 f"{list(features)} (got {name!r})"

@@ -21,7 +21,7 @@ from scipy.stats import norm
 from neosx.config import EvaluationConfig
 from neosx.pipeline import Analysis, Params
 
-__all__ = ["hard_histograms", "pyhf_figures", "pyhf_numpy"]
+__all__ = ["hard_histograms", "hard_workspace", "pyhf_figures", "pyhf_numpy"]
 
 
 @contextlib.contextmanager
@@ -53,6 +53,13 @@ def hard_histograms(
     batch = {name: jax.numpy.asarray(array) for name, array in events.items()}
     yields = analysis(params, batch, hard=True)
     return jax.tree.map(np.asarray, yields)
+
+
+def hard_workspace(
+    analysis: Analysis, params: Params, events: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The pyhf workspace of the hard analysis on ``events`` (see :meth:`Analysis.workspace`)."""
+    return analysis.workspace(hard_histograms(analysis, params, events))
 
 
 def pyhf_figures(workspace: Mapping[str, Any], evaluation: EvaluationConfig) -> dict[str, Any]:

@@ -111,14 +111,21 @@ class Analysis:
     cut_scales: tuple[float, ...]
 
     @classmethod
-    def from_config(cls, config: StudyConfig) -> Analysis:
+    def from_config(
+        cls, config: StudyConfig, training_events: Mapping[str, np.ndarray] | None = None
+    ) -> Analysis:
         """Build the observable and compile the likelihood's structure.
 
-        The training events (regenerated or re-read: deterministic in the seed) fix the
-        observable's input standardisation.
+        Args:
+            config: The validated study.
+            training_events: ``{event_set: (N, F)}`` training events, which fix the
+                observable's input standardisation and the cut scales; default: loaded
+                (regenerated or re-read, deterministic in the seed).
         """
         features = feature_names(config.data)
-        training = np.concatenate(list(load_events(config.data, "train", config.seed).values()))
+        if training_events is None:
+            training_events = load_events(config.data, "train", config.seed)
+        training = np.concatenate(list(training_events.values()))
         histograms = {
             sample.name: _placeholder(sample, config.histogram.bins, _staterror_name(config))
             for sample in config.samples

@@ -33,7 +33,7 @@ import yaml
 
 from neosx.config import StudyConfig, load_config
 from neosx.data import load_events
-from neosx.evaluate import hard_histograms, pyhf_figures
+from neosx.evaluate import hard_histograms, hard_workspace, pyhf_figures
 from neosx.infer.fit import require_float64
 from neosx.pipeline import Analysis, Params
 from neosx.train import latest_checkpoint, load_checkpoint, make_optimizer, train_analysis
@@ -157,11 +157,18 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     config, _ = load_run(run_dir)
-    analysis = Analysis.from_config(config)
-    events = load_events(config.data, "test", config.seed)
+    test_events = load_events(config.data, "test", config.seed)
+    return _evaluate(Analysis.from_config(config), run_dir, test_events)
+
+
+def _evaluate(
+    analysis: Analysis, run_dir: Path, test_events: Mapping[str, Any]
+) -> dict[str, Any]:
+    """:func:`evaluate_run` with the analysis and the test events already at hand."""
+    config = analysis.config
     params = {"initial": analysis.initial_params()}
     params |= {label: trained_params(analysis, run_dir, label) for label in _labels(config)}
-    records = {label: _record(analysis, p, events) for label, p in params.items()}
+    records = {label: _record(analysis, p, test_events) for label, p in params.items()}
     for label, record in records.items():
         _write_json(run_dir / "workspaces" / f"{label}.json", record.pop("workspace"))
     _write_json(
@@ -203,7 +210,7 @@ def export_workspace(
     else:
         params = trained_params(built, run_dir, analysis)
     events = load_events(config.data, "test", config.seed)
-    _write_json(path, built.workspace(hard_histograms(built, params, events)))
+    _write_json(path, hard_workspace(built, params, events))
     return path
 
 
@@ -255,13 +262,12 @@ def run_study(
     info |= {"command": list(command or sys.argv), "status": "running", "message": ""}
     _write_json(run_dir / "run.json", info)
 
-    analysis = Analysis.from_config(config)
     train_events = load_events(config.data, "train", config.seed)
     test_events = load_events(config.data, "test", config.seed)
+    analysis = Analysis.from_config(config, train_events)
 
     def hard(params: Params) -> dict[str, Any]:
-        workspace = analysis.workspace(hard_histograms(analysis, params, test_events))
-        return pyhf_figures(workspace, config.evaluation)
+        return pyhf_figures(hard_workspace(analysis, params, test_events), config.evaluation)
 
     objectives = {"optimised": config.training.objective, "baseline": config.baseline.objective}
     steps = {"optimised": config.training.steps, "baseline": config.baseline.steps}
@@ -289,7 +295,7 @@ def run_study(
         _write_json(run_dir / "run.json", info)
 
     began = time.perf_counter()
-    summary = evaluate_run(run_dir)
+    summary = _evaluate(analysis, run_dir, test_events)
     info["wall_s"]["evaluation"] = time.perf_counter() - began
     from neosx.plot import plot_run
 
