@@ -2,7 +2,8 @@
 
 * normsys codes (``code1``, ``code4``) map ``alpha`` and the relative down / up
   normalisations ``lo``, ``hi`` (the spec's ``{"lo": ..., "hi": ...}``) to a multiplicative
-  **factor**, element-wise.
+  **factor**, element-wise; each is split into coefficients of ``lo``, ``hi`` alone
+  (computed once per set of yields) and the factor as a function of ``alpha`` and them.
 * histosys codes (``code0``, ``code4p``) are linear in the variations, so they are written as
   two **weights** of ``alpha`` alone: the additive delta to the nominal yield is
   ``w_up(alpha) * (hi - nom) + w_down(alpha) * (nom - lo)``. The kernel then sums all
@@ -20,12 +21,13 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-__all__ = ["HISTOSYS_CODES", "NORMSYS_CODES"]
+__all__ = ["HISTOSYS_CODES", "NORMSYS_CODES", "NormsysCode"]
 
 # Inverse of the 6x6 system fixing the code-4 polynomial coefficients a_1..a_6 from the
 # value, first and second derivative of the exponential branches at alpha = ±alpha0, for
@@ -42,52 +44,66 @@ _CODE4_A_INVERSE = np.array(
 )
 
 
-def normsys_code1(alpha: Array, lo: Array, hi: Array) -> Array:
+class NormsysCode(NamedTuple):
+    """A normsys interpolation code, split into its yields part and its parameter part.
+
+    The coefficients depend only on the relative normalisations, so a fit computes them once
+    and evaluates only :attr:`factor` at each step.
+
+    Attributes:
+        coefficients: ``(lo, hi) -> (k, *shape)`` array of the code's coefficients.
+        factor: ``(alpha, coefficients) -> factor``, ``alpha`` broadcastable with ``shape``.
+    """
+
+    coefficients: Callable[[Array, Array], Array]
+    factor: Callable[[Array, Array], Array]
+
+
+def _code1_coefficients(lo: Array, hi: Array) -> Array:
+    """``log(hi)`` and ``-log(lo)``: the exponents of the two branches."""
+    return jnp.stack([jnp.log(hi), -jnp.log(lo)])
+
+
+def _code1_factor(alpha: Array, coefficients: Array) -> Array:
     """Piecewise-exponential normalisation factor (HistFactory code 1).
 
     ``hi**alpha`` for ``alpha > 0`` and ``lo**(-alpha)`` otherwise.
 
-    Args:
-        alpha: Nuisance parameter values, broadcastable with ``lo`` and ``hi``.
-        lo: Relative normalisation at ``alpha = -1`` (> 0).
-        hi: Relative normalisation at ``alpha = +1`` (> 0).
-
-    Returns:
-        The multiplicative factor, broadcast shape of the inputs.
-
     Example:
-        >>> round(float(normsys_code1(jnp.array(2.0), 0.9, 1.1)), 12)
+        >>> c = _code1_coefficients(jnp.array(0.9), jnp.array(1.1))
+        >>> round(float(_code1_factor(jnp.array(2.0), c)), 12)
         1.21
     """
-    return jnp.exp(alpha * jnp.where(alpha > 0, jnp.log(hi), -jnp.log(lo)))
+    return jnp.exp(alpha * jnp.where(alpha > 0, coefficients[0], coefficients[1]))
 
 
-def normsys_code4(alpha: Array, lo: Array, hi: Array) -> Array:
-    """Polynomial-interpolated, exponentially extrapolated normalisation factor (code 4).
+def _code4_coefficients(lo: Array, hi: Array) -> Array:
+    """``log(hi)``, ``-log(lo)`` and the polynomial coefficients ``a_1 .. a_6``.
 
-    For ``|alpha| < 1`` a degree-6 polynomial ``1 + sum_i a_i alpha**i`` whose value, first
-    and second derivatives match the exponential branches at ``alpha = ±1``; outside,
-    ``hi**alpha`` (``alpha >= 1``) and ``lo**(-alpha)`` (``alpha <= -1``).
-
-    Args:
-        alpha: Nuisance parameter values, broadcastable with ``lo`` and ``hi``.
-        lo: Relative normalisation at ``alpha = -1`` (> 0).
-        hi: Relative normalisation at ``alpha = +1`` (> 0).
-
-    Returns:
-        The multiplicative factor, broadcast shape of the inputs.
-
-    Example:
-        >>> round(float(normsys_code4(jnp.array(0.5), 0.9, 1.1)), 12)
-        1.049314915427
+    The ``a_i`` fix value, first and second derivative of the polynomial to those of the
+    exponential branches at ``alpha = ±1``.
     """
-    alpha, lo, hi = jnp.broadcast_arrays(alpha, lo, hi)
     log_hi, log_lo = jnp.log(hi), jnp.log(lo)
     rhs = jnp.stack([hi - 1.0, lo - 1.0, log_hi * hi, -log_lo * lo, log_hi**2 * hi, log_lo**2 * lo])
-    polynomial = jnp.zeros_like(alpha)
-    for coefficient in jnp.tensordot(jnp.asarray(_CODE4_A_INVERSE), rhs, axes=1)[::-1]:
-        polynomial = (polynomial + coefficient) * alpha
-    outside = jnp.exp(alpha * jnp.where(alpha >= 1.0, log_hi, -log_lo))
+    polynomial = jnp.tensordot(jnp.asarray(_CODE4_A_INVERSE), rhs, axes=1)
+    return jnp.concatenate([jnp.stack([log_hi, -log_lo]), polynomial])
+
+
+def _code4_factor(alpha: Array, coefficients: Array) -> Array:
+    """Polynomial-interpolated, exponentially extrapolated normalisation factor (code 4).
+
+    For ``|alpha| < 1`` a degree-6 polynomial ``1 + sum_i a_i alpha**i``; outside,
+    ``hi**alpha`` (``alpha >= 1``) and ``lo**(-alpha)`` (``alpha <= -1``).
+
+    Example:
+        >>> c = _code4_coefficients(jnp.array(0.9), jnp.array(1.1))
+        >>> round(float(_code4_factor(jnp.array(0.5), c)), 12)
+        1.049314915427
+    """
+    polynomial = jnp.zeros(jnp.broadcast_shapes(alpha.shape, coefficients.shape[1:]))
+    for a_i in coefficients[:1:-1]:
+        polynomial = (polynomial + a_i) * alpha
+    outside = jnp.exp(alpha * jnp.where(alpha >= 1.0, coefficients[0], coefficients[1]))
     return jnp.where((alpha > -1.0) & (alpha < 1.0), 1.0 + polynomial, outside)
 
 
@@ -137,9 +153,9 @@ def histosys_code4p(alpha: Array) -> tuple[Array, Array]:
 
 
 #: normsys interpolation codes by pyhf's name (``modifier_settings["normsys"]["interpcode"]``).
-NORMSYS_CODES: dict[str, Callable[[Array, Array, Array], Array]] = {
-    "code1": normsys_code1,
-    "code4": normsys_code4,
+NORMSYS_CODES: dict[str, NormsysCode] = {
+    "code1": NormsysCode(_code1_coefficients, _code1_factor),
+    "code4": NormsysCode(_code4_coefficients, _code4_factor),
 }
 
 #: histosys interpolation codes by pyhf's name (``modifier_settings["histosys"]["interpcode"]``).

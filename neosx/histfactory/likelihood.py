@@ -2,8 +2,13 @@
 
 All functions take a static :class:`~neosx.histfactory.layout.Layout` and traced arrays;
 they contain no Python loop over bins or modifiers, and are jit-, grad- and vmap-able.
-``arrays`` is the layout's ``data`` mapping with any yields overrides applied
-(:func:`apply_overrides`).
+Evaluation has two stages: :func:`prepare` turns the yields (the layout's data arrays with
+any overrides applied, :func:`apply_overrides`) into a :class:`Prepared` pytree of
+everything that does not depend on the parameters (histosys deltas, normsys coefficients,
+constraint widths and scale factors, auxiliary data); the rates and the logpdf are then
+cheap functions of the parameters and that pytree. A fit prepares once and evaluates many
+times, and its compiled program holds one copy of the yields arithmetic, not one per
+likelihood evaluation.
 
 Semantics are pyhf 0.7's (``pyhf/pdf.py``, ``pyhf/constraints.py``):
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,10 +39,12 @@ from neosx.histfactory.layout import Layout
 
 __all__ = [
     "OverrideSlot",
+    "Prepared",
     "apply_overrides",
-    "auxdata",
+    "constraint_logpdf",
     "expected_auxdata",
     "logpdf",
+    "prepare",
     "rates_by_sample",
 ]
 
@@ -71,6 +79,10 @@ def apply_overrides(
 ) -> dict[str, Array]:
     """The layout's data arrays with yields overrides written into their slots.
 
+    Each overridden array is assembled in one gather from its static values followed by the
+    override values (later overrides of the same entries win), so the program size does not
+    grow with the number of overridden modifiers.
+
     Args:
         layout: Compiled model.
         slots: Static destination of each value.
@@ -79,47 +91,91 @@ def apply_overrides(
     Returns:
         ``{name: array}`` for every entry of ``layout.data``, float64.
     """
-    arrays = {name: jnp.asarray(value) for name, value in layout.data.items()}
-    for (name, start, stop, square), value in zip(slots, values, strict=True):
-        value = jnp.reshape(jnp.asarray(value, dtype=jnp.float64), (stop - start,))
-        arrays[name] = arrays[name].at[start:stop].set(jnp.square(value) if square else value)
+    arrays = {}
+    for name, static in layout.data.items():
+        source = np.arange(static.size)
+        parts: list[Array] = [jnp.asarray(static)]
+        offset = static.size
+        for (target, start, stop, square), value in zip(slots, values, strict=True):
+            if target != name:
+                continue
+            value = jnp.reshape(jnp.asarray(value, dtype=jnp.float64), (stop - start,))
+            parts.append(jnp.square(value) if square else value)
+            source[start:stop] = np.arange(offset, offset + stop - start)
+            offset += stop - start
+        arrays[name] = parts[0] if len(parts) == 1 else _take(jnp.concatenate(parts), source)
     return arrays
 
 
-def rates_by_sample(layout: Layout, pars: Array, arrays: Mapping[str, Array]) -> Array:
+class Prepared(NamedTuple):
+    """The parameter-independent part of the likelihood at given yields (a pytree).
+
+    Attributes:
+        nominal: (n_samples * n_bins,) nominal rates of every sample-bin.
+        histosys_delta: (2 * n_histosys, n_samples * n_bins): ``hi - nominal`` of each
+            histosys, then ``nominal - lo``; 0 where a histosys does not act.
+        normsys: (k, n_normsys, n_samples * n_channels) coefficients of the normsys
+            interpolation code (:class:`~neosx.histfactory.interpolation.NormsysCode`).
+        normal_sigma: (n_gaussian,) widths of the Gaussian constraints.
+        poisson_factor: (n_poisson,) rate scale factors ``tau`` of the Poisson constraints.
+        auxdata: (nauxdata,) auxiliary data implied by the yields (shapesys ``tau``).
+    """
+
+    nominal: Array
+    histosys_delta: Array
+    normsys: Array
+    normal_sigma: Array
+    poisson_factor: Array
+    auxdata: Array
+
+
+def prepare(layout: Layout, arrays: Mapping[str, Array]) -> Prepared:
+    """Everything the likelihood needs from the yields, computed once for many parameters.
+
+    Args:
+        layout: Compiled model.
+        arrays: Data arrays from :func:`apply_overrides`.
+
+    Returns:
+        The :class:`Prepared` pytree.
+    """
+    nominal = arrays["nominal"]
+    shape = layout.histosys_mask.shape
+    up = jnp.where(layout.histosys_mask, jnp.reshape(arrays["histosys_hi"], shape) - nominal, 0.0)
+    down = jnp.where(layout.histosys_mask, nominal - jnp.reshape(arrays["histosys_lo"], shape), 0.0)
+    n_pairs = layout.n_samples * layout.n_channels
+    normsys = NORMSYS_CODES[layout.normsys_code].coefficients(
+        jnp.reshape(arrays["normsys_lo"], (-1, n_pairs)),
+        jnp.reshape(arrays["normsys_hi"], (-1, n_pairs)),
+    )
+    sigma, factor, aux = _constraint_scales(layout, arrays)
+    return Prepared(nominal, jnp.concatenate([up, down]), normsys, sigma, factor, aux)
+
+
+def rates_by_sample(layout: Layout, pars: Array, prepared: Prepared) -> Array:
     """Expected rate of every sample in every bin.
 
     Args:
         layout: Compiled model.
         pars: Parameters (npars,), in ``config.par_order``.
-        arrays: Data arrays from :func:`apply_overrides`.
+        prepared: The yields, from :func:`prepare`.
 
     Returns:
         Rates (n_samples, n_bins) in events.
     """
-    n_pairs = layout.n_samples * layout.n_channels
-    nominal = arrays["nominal"]
+    nominal = prepared.nominal
     factor = jnp.prod(jnp.concatenate([pars, jnp.ones(1)])[layout.factor_index], axis=0)
     if layout.normsys_par.size:
-        normsys = NORMSYS_CODES[layout.normsys_code](
-            _take(pars, layout.normsys_par)[:, None],
-            jnp.reshape(arrays["normsys_lo"], (-1, n_pairs)),
-            jnp.reshape(arrays["normsys_hi"], (-1, n_pairs)),
+        normsys = NORMSYS_CODES[layout.normsys_code].factor(
+            _take(pars, layout.normsys_par)[:, None], prepared.normsys
         )
         pair_factor = jnp.reshape(jnp.prod(normsys, axis=0), (layout.n_samples, layout.n_channels))
         factor = factor * jnp.ravel(pair_factor[:, layout.bin_channel])
     if layout.histosys_par.size:
-        shape = layout.histosys_mask.shape
-        up = jnp.where(
-            layout.histosys_mask, jnp.reshape(arrays["histosys_hi"], shape) - nominal, 0.0
-        )
-        down = jnp.where(
-            layout.histosys_mask, nominal - jnp.reshape(arrays["histosys_lo"], shape), 0.0
-        )
         weights = jnp.concatenate(
             HISTOSYS_CODES[layout.histosys_code](_take(pars, layout.histosys_par))
         )
-        nominal = nominal + weights @ jnp.concatenate([up, down])
+        nominal = nominal + weights @ prepared.histosys_delta
     return jnp.reshape(nominal * factor, (layout.n_samples, layout.n_bins))
 
 
@@ -163,33 +219,22 @@ def _constraint_scales(layout: Layout, arrays: Mapping[str, Array]) -> tuple[Arr
     return sigma, factor, aux
 
 
-def auxdata(layout: Layout, arrays: Mapping[str, Array]) -> Array:
-    """Observed auxiliary data implied by the yields (shapesys tau depends on them).
-
-    Args:
-        layout: Compiled model.
-        arrays: Data arrays from :func:`apply_overrides`.
-
-    Returns:
-        Auxiliary data (nauxdata,), in pyhf's ``auxdata_order``.
-    """
-    return _constraint_scales(layout, arrays)[2]
-
-
-def expected_auxdata(layout: Layout, pars: Array, arrays: Mapping[str, Array]) -> Array:
+def expected_auxdata(layout: Layout, pars: Array, prepared: Prepared) -> Array:
     """Expectation of the auxiliary measurements: theta (Gaussian) and gamma * tau (Poisson).
 
     Args:
         layout: Compiled model.
         pars: Parameters (npars,).
-        arrays: Data arrays from :func:`apply_overrides`.
+        prepared: The yields, from :func:`prepare`.
 
     Returns:
         Expected auxiliary data (nauxdata,).
     """
-    _, factor, _ = _constraint_scales(layout, arrays)
     order = np.argsort(np.concatenate([layout.normal_aux, layout.poisson_aux]))
-    expected = [_take(pars, layout.normal_par), _take(pars, layout.poisson_par) * factor]
+    expected = [
+        _take(pars, layout.normal_par),
+        _take(pars, layout.poisson_par) * prepared.poisson_factor,
+    ]
     return jnp.concatenate(expected)[order]
 
 
@@ -239,8 +284,7 @@ def _poisson_log_ratio(n: Array, rate: Array) -> Array:
 
 
 def logpdf(
-    layout: Layout, pars: Array, data: Array, arrays: Mapping[str, Array],
-    relative: bool = False,
+    layout: Layout, pars: Array, data: Array, prepared: Prepared, relative: bool = False
 ) -> tuple[Array, Array]:
     """Log-likelihood of observed main and auxiliary data.
 
@@ -248,8 +292,8 @@ def logpdf(
         layout: Compiled model.
         pars: Parameters (npars,).
         data: Observed counts, main bins then auxiliary data (n_bins + nauxdata,), or the
-            main bins only (n_bins,), completed with :func:`auxdata` of the yields.
-        arrays: Data arrays from :func:`apply_overrides`.
+            main bins only (n_bins,), completed with the auxiliary data of the yields.
+        prepared: The yields, from :func:`prepare`.
         relative: If True, the log-likelihood ratio to the saturated model, term by term
             (Poisson: :func:`_poisson_log_ratio`; Gaussian: without its normalisation).
             It differs from the logpdf by a function of data and yields only.
@@ -258,20 +302,19 @@ def logpdf(
         ``(logpdf, min_rate)``: the scalar log-likelihood and the smallest expected bin rate
         (negative rates make the logpdf NaN; callers report them).
     """
-    rates = jnp.sum(rates_by_sample(layout, pars, arrays), axis=0)
+    rates = jnp.sum(rates_by_sample(layout, pars, prepared), axis=0)
     main, observed_aux = data[: layout.n_bins], data[layout.n_bins :]
     if observed_aux.shape[0] == 0:
         observed_aux = None
     poisson_term = _poisson_log_ratio if relative else _poisson_logpdf
     value = jnp.sum(poisson_term(main, rates)) + constraint_logpdf(
-        layout, pars, observed_aux, arrays, relative
+        layout, pars, observed_aux, prepared, relative
     )
     return value, jnp.min(rates)
 
 
 def constraint_logpdf(
-    layout: Layout, pars: Array, aux: Array | None, arrays: Mapping[str, Array],
-    relative: bool = False,
+    layout: Layout, pars: Array, aux: Array | None, prepared: Prepared, relative: bool = False
 ) -> Array:
     """Log-likelihood of the auxiliary data alone: the Gaussian and Poisson constraints.
 
@@ -280,15 +323,15 @@ def constraint_logpdf(
     Args:
         layout: Compiled model.
         pars: Parameters (npars,).
-        aux: Observed auxiliary data (nauxdata,); ``None``: :func:`auxdata` of the yields.
-        arrays: Data arrays from :func:`apply_overrides`.
+        aux: Observed auxiliary data (nauxdata,); ``None``: those of the yields.
+        prepared: The yields, from :func:`prepare`.
         relative: As in :func:`logpdf`.
 
     Returns:
         Scalar.
     """
-    sigma, factor, nominal_aux = _constraint_scales(layout, arrays)
-    aux = nominal_aux if aux is None else aux
+    sigma, factor = prepared.normal_sigma, prepared.poisson_factor
+    aux = prepared.auxdata if aux is None else aux
     normal_x = _take(aux, layout.normal_aux)
     normal = -jnp.square((normal_x - _take(pars, layout.normal_par)) / (jnp.sqrt(2.0) * sigma))
     if not relative:

@@ -16,13 +16,13 @@ from jax.typing import ArrayLike
 from neosx.histfactory import likelihood
 from neosx.histfactory.config import HistFactoryConfig
 from neosx.histfactory.layout import Layout, compile_layout
-from neosx.histfactory.likelihood import OverrideSlot
+from neosx.histfactory.likelihood import OverrideSlot, Prepared
 from neosx.histfactory.spec import pyhf_boundary, resolve_source
 from neosx.histfactory.yields import parse_histograms
 
 __all__ = ["HistFactory"]
 
-Yields = Mapping[str, Mapping[str, Any]]
+Yields = Mapping[str, Mapping[str, Any]] | Prepared
 
 
 def _require_float64() -> None:
@@ -47,40 +47,17 @@ def _checked_shape(name: str, value: Any, shapes: tuple[tuple[int, ...], ...]) -
     return value
 
 
-def _logpdf(
-    layout: Layout, relative: bool, slots: tuple[OverrideSlot, ...], pars: Array, data: Array,
-    values: Any,
-) -> tuple[Array, Array]:
-    arrays = likelihood.apply_overrides(layout, slots, values)
-    return likelihood.logpdf(layout, pars, data, arrays, relative)
-
-
-def _constraint_logpdf(
-    layout: Layout, slots: tuple[OverrideSlot, ...], pars: Array, aux: Array, values: Any
-) -> Array:
-    arrays = likelihood.apply_overrides(layout, slots, values)
-    return likelihood.constraint_logpdf(layout, pars, aux, arrays)
-
-
-def _rates_by_sample(
-    layout: Layout, slots: tuple[OverrideSlot, ...], pars: Array, values: Any
-) -> Array:
-    arrays = likelihood.apply_overrides(layout, slots, values)
-    return likelihood.rates_by_sample(layout, pars, arrays)
+def _prepare(layout: Layout, slots: tuple[OverrideSlot, ...], values: Any) -> Prepared:
+    return likelihood.prepare(layout, likelihood.apply_overrides(layout, slots, values))
 
 
 def _expected_data(
-    layout: Layout, slots: tuple[OverrideSlot, ...], include_auxdata: bool, pars: Array, values: Any
+    layout: Layout, include_auxdata: bool, pars: Array, prepared: Prepared
 ) -> Array:
-    arrays = likelihood.apply_overrides(layout, slots, values)
-    main = jnp.sum(likelihood.rates_by_sample(layout, pars, arrays), axis=0)
+    main = jnp.sum(likelihood.rates_by_sample(layout, pars, prepared), axis=0)
     if not include_auxdata:
         return main
-    return jnp.concatenate([main, likelihood.expected_auxdata(layout, pars, arrays)])
-
-
-def _auxdata(layout: Layout, slots: tuple[OverrideSlot, ...], values: Any) -> Array:
-    return likelihood.auxdata(layout, likelihood.apply_overrides(layout, slots, values))
+    return jnp.concatenate([main, likelihood.expected_auxdata(layout, pars, prepared)])
 
 
 @jax.tree_util.register_pytree_node_class
@@ -108,7 +85,9 @@ class HistFactory:
             },
         }
 
-    Every field is optional; whatever is not given comes from the spec. Quantities that
+    Every field is optional; whatever is not given comes from the spec. ``yields`` may also
+    be the result of :meth:`prepare`, which applies an override once for many evaluations
+    (as fits do). Quantities that
     depend on the yields are recomputed from the overrides as pyhf would on a spec rebuilt
     with them: histosys deltas use the current nominal, staterror widths are
     ``sqrt(Σ_samples Σw²) / Σ_samples nominal`` per bin, shapesys ``tau = nominal² / Σw²``
@@ -181,13 +160,11 @@ class HistFactory:
             for sample in channel["samples"]
         }
         layout = self._layout
-        self._logpdf = jax.jit(functools.partial(_logpdf, layout), static_argnums=(0, 1))
-        self._expected = jax.jit(functools.partial(_expected_data, layout), static_argnums=(0, 1))
-        self._by_sample = jax.jit(functools.partial(_rates_by_sample, layout), static_argnums=0)
-        self._auxdata = jax.jit(functools.partial(_auxdata, layout), static_argnums=0)
-        self._constraint = jax.jit(
-            functools.partial(_constraint_logpdf, layout), static_argnums=0
-        )
+        self._prepare = jax.jit(functools.partial(_prepare, layout), static_argnums=0)
+        self._logpdf = jax.jit(functools.partial(likelihood.logpdf, layout), static_argnums=3)
+        self._expected = jax.jit(functools.partial(_expected_data, layout), static_argnums=0)
+        self._by_sample = jax.jit(functools.partial(likelihood.rates_by_sample, layout))
+        self._constraint = jax.jit(functools.partial(likelihood.constraint_logpdf, layout))
 
     def __repr__(self) -> str:
         c = self.config
@@ -205,10 +182,49 @@ class HistFactory:
         """Rebuild from :meth:`tree_flatten`."""
         return model
 
-    def _overrides(self, yields: Yields | None) -> tuple[tuple[OverrideSlot, ...], tuple[Any, ...]]:
-        """Check a yields override against the model and map it to layout slots."""
+    @functools.cached_property
+    def _spec_prepared(self) -> Prepared:
+        """:meth:`prepare` of the spec's own yields, as constants (computed once)."""
+        with jax.ensure_compile_time_eval():
+            prepared = likelihood.prepare(self._layout, self._layout.data)
+        return Prepared(*(np.asarray(field) for field in prepared))
+
+    def prepare(self, yields: Yields | None = None) -> Prepared:
+        """Apply a yields override once, for many evaluations of the likelihood.
+
+        Everything of the likelihood that depends on the yields but not on the parameters
+        (histosys deltas, normsys interpolation coefficients, staterror widths, shapesys
+        scale factors and auxiliary data) is computed here. Every method taking ``yields``
+        also takes the result, so a fit prepares the yields once instead of at every step.
+
+        Args:
+            yields: A yields override (see the class docstring), an already prepared one
+                (returned as it is), or ``None`` (the spec's yields).
+
+        Returns:
+            A :class:`~neosx.histfactory.likelihood.Prepared` pytree of arrays,
+            differentiable w.r.t. the override.
+
+        Raises:
+            ValueError: If the override does not fit the model.
+            RuntimeError: If JAX runs in float32.
+
+        Example:
+            >>> prepared = model.prepare({"SR": {"sig": [10.0]}})  # doctest: +SKIP
+            >>> model.logpdf(pars, data, yields=prepared)  # doctest: +SKIP
+        """
+        _require_float64()
+        if isinstance(yields, Prepared):
+            return yields
         if yields is None:
-            return (), ()
+            return self._spec_prepared
+        slots, values = self._overrides(yields)
+        return self._prepare(slots, values)
+
+    def _overrides(
+        self, yields: Mapping[str, Mapping[str, Any]]
+    ) -> tuple[tuple[OverrideSlot, ...], tuple[Any, ...]]:
+        """Check a yields override against the model and map it to layout slots."""
         slots, values = [], []
         for (channel, sample), entry in parse_histograms(yields).items():
             path = f"yields['{channel}']['{sample}']"
@@ -276,8 +292,7 @@ class HistFactory:
             Array([[50.], [ 5.]], dtype=float64)
         """
         pars = self._pars(pars)
-        slots, values = self._overrides(yields)
-        return self._by_sample(slots, pars, values)
+        return self._by_sample(pars, self.prepare(yields))
 
     def expected_data(
         self, pars: ArrayLike, yields: Yields | None = None, include_auxdata: bool = True
@@ -307,8 +322,7 @@ class HistFactory:
             Array([55.,  0.], dtype=float64)
         """
         pars = self._pars(pars)
-        slots, values = self._overrides(yields)
-        return self._expected(slots, bool(include_auxdata), pars, values)
+        return self._expected(bool(include_auxdata), pars, self.prepare(yields))
 
     def auxdata(self, yields: Yields | None = None) -> Array:
         """Observed auxiliary data implied by the yields.
@@ -332,9 +346,7 @@ class HistFactory:
             >>> model.auxdata()  # doctest: +SKIP
             Array([0.], dtype=float64)
         """
-        _require_float64()
-        slots, values = self._overrides(yields)
-        return self._auxdata(slots, values)
+        return jnp.asarray(self.prepare(yields).auxdata)
 
     def logpdf(self, pars: ArrayLike, data: ArrayLike, yields: Yields | None = None) -> Array:
         """Log-likelihood of the data: Poisson main term plus constraint terms (pyhf's).
@@ -386,8 +398,7 @@ class HistFactory:
         """
         pars = self._pars(pars)
         auxdata = _checked_shape("auxdata", auxdata, ((self.config.nauxdata,),))
-        slots, values = self._overrides(yields)
-        return self._constraint(slots, pars, jnp.asarray(auxdata, jnp.float64), values)
+        return self._constraint(pars, jnp.asarray(auxdata, jnp.float64), self.prepare(yields))
 
     def log_likelihood_ratio(
         self, pars: ArrayLike, data: ArrayLike, yields: Yields | None = None
@@ -412,18 +423,16 @@ class HistFactory:
         n_main, n_all = self.config.nmaindata, self.config.nmaindata + self.config.nauxdata
         data = _checked_shape("data", data, ((n_all,), (n_main,)))
         data = jnp.asarray(data, dtype=jnp.float64)
-        slots, values = self._overrides(yields)
-        value, min_rate = self._logpdf(relative, slots, pars, data, values)
-        if not _is_traced(pars, data, values) and min_rate < 0:
-            raise self._negative_rate_error(pars, slots, values)
+        prepared = self.prepare(yields)
+        value, min_rate = self._logpdf(pars, data, prepared, relative)
+        if not _is_traced(pars, data, prepared) and min_rate < 0:
+            raise self._negative_rate_error(pars, prepared)
         return value
 
-    def _negative_rate_error(
-        self, pars: Array, slots: tuple[OverrideSlot, ...], values: tuple[Any, ...]
-    ) -> ValueError:
+    def _negative_rate_error(self, pars: Array, prepared: Prepared) -> ValueError:
         """Describe where and why expected rates are negative."""
-        rates = np.asarray(self._by_sample(slots, pars, values))
-        nominal = np.asarray(likelihood.apply_overrides(self._layout, slots, values)["nominal"])
+        rates = np.asarray(self._by_sample(pars, prepared))
+        nominal = np.asarray(prepared.nominal)
         layout, config = self._layout, self.config
         lines = []
         for global_bin in np.flatnonzero(rates.sum(axis=0) < 0):

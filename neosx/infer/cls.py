@@ -40,6 +40,7 @@ def profiled_asimov_q(
     fit with the POI fixed at ``mu_test`` is run.
     """
     require_float64()
+    yields = model.prepare(yields)
     data, generating = asimov_data(model, mu_asimov, yields)
     constrained = fit_solution(
         model, data, yields=yields, fixed={poi_name(model): jnp.asarray(mu_test, jnp.float64)}
@@ -97,6 +98,7 @@ def hypotest(
         and its expected set instead, as pyhf.
     """
     require_float64()
+    yields = model.prepare(yields)
     data = jnp.asarray(data, jnp.float64)
     q, _ = test_statistic(mu, data, model, test_stat=test_stat, yields=yields)
     asimov_mu = 1.0 if test_stat == "q0" else 0.0

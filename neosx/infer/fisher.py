@@ -48,6 +48,7 @@ def fisher_information(
     """
     require_float64()
     poi_name(model)
+    yields = model.prepare(yields)
     data, pars = asimov_data(model, mu, yields)
     aux = data[model.config.nmaindata :]
 

@@ -75,6 +75,7 @@ def fit_solution(
     and the fixed values; differences of it between fits are exact likelihood ratios.
     """
     require_float64()
+    yields = model.prepare(yields)
     mask, values = _fixed_layout(model, fixed)
     start = _start(model, init, values)
 

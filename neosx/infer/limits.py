@@ -57,6 +57,7 @@ def expected_upper_limit(model: HistFactory, cl: float = 0.95, *, yields: Any = 
     """
     if not 0.0 < cl < 1.0:
         raise ValueError(f"cl must be in (0, 1), got cl={cl}")
+    yields = model.prepare(yields)
     target = float(ndtri(1.0 - (1.0 - cl) / 2.0))
     index = model.config.poi_index
     low, high = (float(v) for v in model.config.suggested_bounds[index])

@@ -54,6 +54,7 @@ def test_statistic(
     if test_stat not in TEST_STATISTICS:
         raise ValueError(f"test_stat must be one of {TEST_STATISTICS}, got {test_stat!r}")
     poi = poi_name(model)
+    yields = model.prepare(yields)
     mu = jnp.asarray(0.0 if test_stat == "q0" else mu, jnp.float64)
     constrained = fit_solution(model, data, yields=yields, fixed={poi: mu})
     free = fit_solution(model, data, yields=yields)
