@@ -85,36 +85,49 @@ def _newton_direction(
     return step, decrement
 
 
-def _grad_and_hessian(
+def _value_grad_hessian(
     objective: Objective, pars: jax.Array, args: Any
-) -> tuple[jax.Array, jax.Array]:
-    """Gradient and Hessian in one forward-over-reverse pass (the gradient is its primal)."""
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Value, gradient and Hessian in one forward-over-reverse pass (the first two are the
+    primal outputs of the Hessian's columns)."""
 
-    def column(tangent: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return jax.jvp(lambda p: jax.grad(objective)(p, args), (pars,), (tangent,))
+    def column(tangent: jax.Array) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+        primal, (_, hess_column) = jax.jvp(
+            lambda p: jax.value_and_grad(objective)(p, args), (pars,), (tangent,)
+        )
+        return primal, hess_column
 
-    grads, hess = jax.vmap(column)(jnp.eye(pars.shape[0], dtype=pars.dtype))
-    return grads[0], hess
+    (values, grads), hess = jax.vmap(column)(jnp.eye(pars.shape[0], dtype=pars.dtype))
+    return values[0], grads[0], hess
 
 
 def _solve(
     objective: Objective, init: jax.Array, lower: jax.Array, upper: jax.Array,
     fixed: np.ndarray, args: Any,
 ) -> tuple[Solution, jax.Array, jax.Array]:
-    """The solution, with the gradient and Hessian of the last Newton step (converged: one
-    step of Newton decrement <= 1e-20 before the solution, equal to ~1e-10 relative)."""
+    """The solution, with the gradient and Hessian there.
+
+    Converged: the Newton decrement at the solution is <= 1e-20 (relative to max(1, |f|)),
+    so the next Newton step would move the parameters by ~1e-10 of their uncertainties.
+    The loop tests it before stepping: a fit that starts at its minimum (the free fit to
+    Asimov data) takes no step, and none is spent on a last step at round-off.
+    """
     batched = jax.vmap(objective, in_axes=(0, None))
     steps = 0.5 ** jnp.arange(LINE_SEARCH_STEPS, dtype=init.dtype)
-    pars0 = jnp.clip(init, lower, upper)
-    g0, h0 = _grad_and_hessian(objective, pars0, args)
+
+    def newton_point(pars: jax.Array) -> tuple[jax.Array, ...]:
+        f, g, hess = _value_grad_hessian(objective, pars, args)
+        direction, decrement = _newton_direction(hess, g, ~fixed & ~_active(pars, g, lower, upper))
+        return f, g, hess, direction, decrement
+
+    def converged(f: jax.Array, decrement: jax.Array) -> jax.Array:
+        return decrement <= DECREMENT_TOLERANCE * jnp.maximum(1.0, jnp.abs(f))
 
     def cond(state: tuple) -> jax.Array:
-        return (state[4] < MAX_ITERATIONS) & ~state[5]
+        return (state[6] < MAX_ITERATIONS) & ~state[7]
 
     def body(state: tuple) -> tuple:
-        pars, f, g, hess, iteration, _ = state
-        free = ~fixed & ~_active(pars, g, lower, upper)
-        direction, decrement = _newton_direction(hess, g, free)
+        pars, f, g, hess, direction, decrement, iteration, _, _ = state
 
         def acceptable(trial: jax.Array, f_trial: jax.Array) -> jax.Array:
             predicted = (trial - pars) @ g
@@ -135,21 +148,25 @@ def _solve(
             acceptable(full, f_full), lambda: (full, f_full), search
         )
         improved = f_candidate < f
-        new_pars = jnp.where(improved, candidate, pars)
-        new_f = jnp.where(improved, f_candidate, f)
-        small = decrement <= DECREMENT_TOLERANCE * jnp.maximum(1.0, jnp.abs(f))
-        # converged: the decrement is at round-off, or no step can lower f any further
-        # while the decrement is already tiny (a stalled line search is not convergence)
-        stalled = ~improved & (decrement <= 1e-10 * jnp.maximum(1.0, jnp.abs(f)))
-        done = small | stalled
-        new_g, new_hess = jax.lax.cond(
-            done, lambda: (g, hess), lambda: _grad_and_hessian(objective, new_pars, args)
+        # no step lowers f: converged if the decrement is already tiny (round-off), else
+        # failed (a stalled line search is not convergence)
+        stalled_at = decrement <= 1e-10 * jnp.maximum(1.0, jnp.abs(f))
+        new_f, new_g, new_hess, new_direction, new_decrement = jax.lax.cond(
+            improved,
+            lambda: newton_point(candidate),
+            lambda: (f, g, hess, direction, decrement),
         )
-        return new_pars, new_f, new_g, new_hess, iteration + 1, done
+        new_pars = jnp.where(improved, candidate, pars)
+        success = jnp.where(improved, converged(new_f, new_decrement), stalled_at)
+        return (new_pars, new_f, new_g, new_hess, new_direction, new_decrement, iteration + 1,
+                success | ~improved, success)
 
-    state = (pars0, objective(pars0, args), g0, h0, jnp.asarray(0), jnp.asarray(False))
-    pars, f, grad, hess, iterations, converged = jax.lax.while_loop(cond, body, state)
-    return Solution(pars, f, converged, iterations), grad, hess
+    pars0 = jnp.clip(init, lower, upper)
+    start = newton_point(pars0)
+    done0 = converged(start[0], start[4])
+    state = (pars0, *start, jnp.asarray(0), done0, done0)
+    pars, f, grad, hess, _, _, iterations, _, success = jax.lax.while_loop(cond, body, state)
+    return Solution(pars, f, success, iterations), grad, hess
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4))
@@ -172,17 +189,14 @@ def _minimize_bwd(
     objective: Objective, fixed: tuple[bool, ...], residuals: tuple, cotangent: Solution
 ) -> tuple:
     pars, g, hess, lower, upper, args = residuals
-    grad_fn = jax.grad(objective)
     free = ~np.asarray(fixed) & ~_active(pars, g, lower, upper)
     bar = jnp.where(free, cotangent.pars, 0.0)
     u = jnp.linalg.solve(free_block(hess, free), bar)
     u = jnp.where(free, u, 0.0)
-    # d theta*_F / d args = -H_FF^-1 d g_F / d args; the value's own derivative is d f / d args
-    _, pull_grad = jax.vjp(lambda a: grad_fn(pars, a), args)
-    (args_from_pars,) = pull_grad(-u)
-    _, pull_value = jax.vjp(lambda a: objective(pars, a), args)
-    (args_from_value,) = pull_value(cotangent.value)
-    args_bar = jax.tree_util.tree_map(jnp.add, args_from_pars, args_from_value)
+    # d theta*_F / d args = -H_FF^-1 d g_F / d args; the value's own derivative is d f / d args:
+    # both pulled back through one reverse pass of (f, g)
+    _, pull = jax.vjp(lambda a: jax.value_and_grad(objective)(pars, a), args)
+    (args_bar,) = pull((cotangent.value, -u))
     zeros = jnp.zeros_like(pars)
     return zeros, jnp.zeros_like(lower), jnp.zeros_like(upper), args_bar
 
