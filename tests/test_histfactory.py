@@ -435,6 +435,29 @@ def test_override_equals_pyhf_on_rebuilt_spec(settings: dict[str, Any]) -> None:
             )
 
 
+def test_constraint_information_is_pyhfs_constraint_hessian_at_asimov() -> None:
+    """Diagonal constraint information (1/sigma^2 Gaussian, tau/gamma Poisson, 0 free) equals
+    the central-difference Hessian of pyhf's constraint_logpdf on the Asimov auxiliary data,
+    with the yields overridden (staterror widths and shapesys tau follow them)."""
+    spec = all_modifiers_spec()
+    model = HistFactory(spec)
+    yields = override(np.random.default_rng(5))
+    reference = pyhf.Model(rebuilt(spec, yields), poi_name="mu")
+    pars = np.asarray(reference.config.suggested_init(), dtype=float)
+    pars[reference.config.par_slice("bkg2_mc")] = [1.05, 1.0, 0.97]  # shapesys gamma != 1
+    aux = np.asarray(reference.expected_auxdata(pars), dtype=float)
+    step = 1e-4
+    hessian = []
+    for i in range(pars.size):
+        shift = np.zeros_like(pars)
+        shift[i] = step
+        values = [float(reference.constraint_logpdf(aux, pars + k * shift)) for k in (-1, 0, 1)]
+        hessian.append(-(values[0] - 2 * values[1] + values[2]) / step**2)
+    information = model.constraint_information(pars, model.prepare(yields))
+    np.testing.assert_allclose(information, hessian, rtol=1e-5, atol=1e-6)
+    assert np.count_nonzero(information) == reference.config.nauxdata  # free parameters: 0
+
+
 def test_override_with_spec_values_is_identity() -> None:
     spec = all_modifiers_spec()
     model = HistFactory(spec)

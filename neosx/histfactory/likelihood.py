@@ -41,6 +41,7 @@ __all__ = [
     "OverrideSlot",
     "Prepared",
     "apply_overrides",
+    "constraint_information",
     "constraint_logpdf",
     "expected_auxdata",
     "logpdf",
@@ -339,3 +340,26 @@ def constraint_logpdf(
     poisson_term = _poisson_log_ratio if relative else _poisson_logpdf
     poisson = poisson_term(_take(aux, layout.poisson_aux), _take(pars, layout.poisson_par) * factor)
     return jnp.sum(normal) + jnp.sum(poisson)
+
+
+def constraint_information(layout: Layout, pars: Array, prepared: Prepared) -> Array:
+    """Expected Fisher information of the auxiliary measurements, per parameter.
+
+    Each constraint term depends on one parameter, so the information is diagonal: a
+    Gaussian ``Normal(aux | theta, sigma)`` gives ``1 / sigma**2``, a Poisson
+    ``Poisson(aux | gamma * tau)`` gives ``tau / gamma``; unconstrained parameters get 0. It
+    equals the Hessian of ``-constraint_logpdf`` where the auxiliary data are their
+    expectation (the Asimov point).
+
+    Args:
+        layout: Compiled model.
+        pars: Parameters (npars,).
+        prepared: The yields, from :func:`prepare`.
+
+    Returns:
+        (npars,) diagonal of the information matrix.
+    """
+    information = jnp.zeros_like(pars)
+    information = information.at[layout.normal_par].set(1.0 / jnp.square(prepared.normal_sigma))
+    gamma = _take(pars, layout.poisson_par)
+    return information.at[layout.poisson_par].set(prepared.poisson_factor / gamma)

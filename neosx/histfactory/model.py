@@ -165,6 +165,7 @@ class HistFactory:
         self._expected = jax.jit(functools.partial(_expected_data, layout), static_argnums=0)
         self._by_sample = jax.jit(functools.partial(likelihood.rates_by_sample, layout))
         self._constraint = jax.jit(functools.partial(likelihood.constraint_logpdf, layout))
+        self._information = jax.jit(functools.partial(likelihood.constraint_information, layout))
 
     def __repr__(self) -> str:
         c = self.config
@@ -399,6 +400,23 @@ class HistFactory:
         pars = self._pars(pars)
         auxdata = _checked_shape("auxdata", auxdata, ((self.config.nauxdata,),))
         return self._constraint(pars, jnp.asarray(auxdata, jnp.float64), self.prepare(yields))
+
+    def constraint_information(self, pars: ArrayLike, yields: Yields | None = None) -> Array:
+        """Expected Fisher information of the constraint terms (diagonal), at ``pars``.
+
+        ``1 / sigma**2`` for Gaussian-constrained parameters, ``tau / gamma`` for Poisson
+        ones (shapesys), 0 for free ones: the Hessian of ``-constraint_logpdf`` on the
+        Asimov auxiliary data of ``pars``.
+
+        Args:
+            pars: Parameters (npars,).
+            yields: Optional yields override (staterror / shapesys widths follow it).
+
+        Returns:
+            (npars,) the diagonal of the information matrix.
+        """
+        pars = self._pars(pars)
+        return self._information(pars, self.prepare(yields))
 
     def log_likelihood_ratio(
         self, pars: ArrayLike, data: ArrayLike, yields: Yields | None = None

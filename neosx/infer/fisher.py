@@ -5,9 +5,10 @@ at the parameters that generated them, is the expected Fisher information; its i
 (over the non-fixed parameters) is the covariance the analysis would measure. It is built
 from first derivatives only: ``I = J^T diag(1 / lambda) J + C``, with ``J`` the Jacobian of
 the expected main rates ``lambda`` (the Poisson terms' second-derivative part vanishes where
-the data equal the rates) and ``C`` the diagonal Hessian of the constraint terms (each depends
-on one parameter, so ``C`` is one Hessian-vector product with a vector of ones). This keeps
-the gradient of sigma(mu) w.r.t. the yields second order instead of third.
+the data equal the rates) and ``C`` the diagonal information of the constraint terms (each
+depends on one parameter: ``1 / sigma**2`` for a Gaussian, ``tau / gamma`` for a Poisson
+constraint, :meth:`~neosx.histfactory.HistFactory.constraint_information`). No second
+derivative is taken, so the gradient of sigma(mu) w.r.t. the yields is second order.
 
 References:
     P. de Castro, T. Dorigo, "INFERNO: Inference-Aware Neural Optimisation",
@@ -25,7 +26,6 @@ from jax.typing import ArrayLike
 
 from neosx.histfactory import HistFactory
 from neosx.infer._solver import free_block
-from neosx.infer.cls import asimov_data
 from neosx.infer.fit import require_float64
 from neosx.infer.teststat import poi_name
 
@@ -49,8 +49,8 @@ def fisher_information(
     require_float64()
     poi_name(model)
     yields = model.prepare(yields)
-    data, pars = asimov_data(model, mu, yields)
-    aux = data[model.config.nmaindata :]
+    pars = jnp.asarray(model.config.suggested_init, jnp.float64)
+    pars = pars.at[model.config.poi_index].set(mu)
 
     def rates(p: jax.Array) -> jax.Array:
         return model.expected_data(p, yields=yields, include_auxdata=False)
@@ -59,13 +59,9 @@ def fisher_information(
     jac = jax.vmap(tangent_out, out_axes=1)(jnp.eye(pars.shape[0], dtype=pars.dtype))
     weight = jnp.where(lam > 0, 1.0 / jnp.where(lam > 0, lam, 1.0), 0.0)  # empty bins: no info
     main = jac.T @ (weight[:, None] * jac)
-
-    def constraint_nll_gradient(p: jax.Array) -> jax.Array:
-        return jax.grad(lambda q: -model.constraint_logpdf(aux, q, yields))(p)
-
-    _, diagonal = jax.jvp(constraint_nll_gradient, (pars,), (jnp.ones_like(pars),))
+    constraints = model.constraint_information(pars, yields)
     free = ~np.asarray(model.config.suggested_fixed, dtype=bool)
-    return free_block(main + jnp.diag(diagonal), jnp.asarray(free)), free
+    return free_block(main + jnp.diag(constraints), jnp.asarray(free)), free
 
 
 def covariance(model: HistFactory, mu: ArrayLike = 1.0, *, yields: Any = None) -> jax.Array:
