@@ -28,7 +28,7 @@ def asimov_data(model: HistFactory, mu: ArrayLike, yields: Any = None) -> jax.Ar
     """Asimov data (main + auxiliary) at the suggested init with the POI set to ``mu``."""
     pars = jnp.asarray(model.config.suggested_init, jnp.float64)
     pars = pars.at[model.config.poi_index].set(mu)
-    return model.expected_data(pars, yields=yields, include_auxdata=True), pars
+    return model.expected_data(pars, yields=yields, include_auxdata=True)
 
 
 def profiled_asimov_q(
@@ -36,17 +36,18 @@ def profiled_asimov_q(
 ) -> jax.Array:
     """``t_mu_test`` on Asimov data generated at ``mu_asimov`` (nuisances at their init).
 
-    The free fit to Asimov data is known exactly (the generating parameters), so only the
-    fit with the POI fixed at ``mu_test`` is run.
+    The free fit to Asimov data is known exactly: the generating parameters, where the
+    data equal their expectation, so the fits' objective (minus the log-likelihood ratio to
+    the saturated model) is 0 there, as is its derivative w.r.t. the yields. Only the fit
+    with the POI fixed at ``mu_test`` is run, and ``t = 2 NLL_constrained``.
     """
     require_float64()
     yields = model.prepare(yields)
-    data, generating = asimov_data(model, mu_asimov, yields)
+    data = asimov_data(model, mu_asimov, yields)
     constrained = fit_solution(
         model, data, yields=yields, fixed={poi_name(model): jnp.asarray(mu_test, jnp.float64)}
     )
-    nll_free = -model.log_likelihood_ratio(generating, data, yields)
-    q = jnp.maximum(2.0 * (constrained.value - nll_free), 0.0)
+    q = jnp.maximum(2.0 * constrained.value, 0.0)
     return checked(q, constrained.converged, "Asimov fit")
 
 
