@@ -80,9 +80,11 @@ def apply_overrides(
 ) -> dict[str, Array]:
     """The layout's data arrays with yields overrides written into their slots.
 
-    Each overridden array is assembled in one gather from its static values followed by the
-    override values (later overrides of the same entries win), so the program size does not
-    grow with the number of overridden modifiers.
+    Each overridden array is the sum of its static values where nothing overrides them and
+    of every override value zero-padded to its slot (entries overridden twice take the later
+    value). Exactly one term is non-zero at each entry, so the sum is exact; and pads and
+    adds fuse into one loop, where a concatenation or a chain of slice updates would cost
+    an operation per overridden modifier.
 
     Args:
         layout: Compiled model.
@@ -94,17 +96,26 @@ def apply_overrides(
     """
     arrays = {}
     for name, static in layout.data.items():
-        source = np.arange(static.size)
-        parts: list[Array] = [jnp.asarray(static)]
-        offset = static.size
-        for (target, start, stop, square), value in zip(slots, values, strict=True):
-            if target != name:
-                continue
+        mine = [
+            (start, stop, square, value)
+            for (target, start, stop, square), value in zip(slots, values, strict=True)
+            if target == name
+        ]
+        if not mine:
+            arrays[name] = jnp.asarray(static)
+            continue
+        owner = np.full(static.size, -1)  # which override writes each entry (the last one)
+        for i, (start, stop, _, _) in enumerate(mine):
+            owner[start:stop] = i
+        total = jnp.asarray(np.where(owner < 0, static, 0.0))
+        for i, (start, stop, square, value) in enumerate(mine):
             value = jnp.reshape(jnp.asarray(value, dtype=jnp.float64), (stop - start,))
-            parts.append(jnp.square(value) if square else value)
-            source[start:stop] = np.arange(offset, offset + stop - start)
-            offset += stop - start
-        arrays[name] = parts[0] if len(parts) == 1 else _take(jnp.concatenate(parts), source)
+            value = jnp.square(value) if square else value
+            kept = owner[start:stop] == i
+            if not kept.all():
+                value = jnp.where(kept, value, 0.0)
+            total = total + jnp.pad(value, (start, static.size - stop))
+        arrays[name] = total
     return arrays
 
 

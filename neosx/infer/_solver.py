@@ -127,7 +127,7 @@ def _solve(
         return (state[6] < MAX_ITERATIONS) & ~state[7]
 
     def body(state: tuple) -> tuple:
-        pars, f, g, hess, direction, decrement, iteration, _, _ = state
+        pars, f, g, _, direction, decrement, iteration, _, _ = state
 
         def acceptable(trial: jax.Array, f_trial: jax.Array) -> jax.Array:
             predicted = (trial - pars) @ g
@@ -151,12 +151,8 @@ def _solve(
         # no step lowers f: converged if the decrement is already tiny (round-off), else
         # failed (a stalled line search is not convergence)
         stalled_at = decrement <= 1e-10 * jnp.maximum(1.0, jnp.abs(f))
-        new_f, new_g, new_hess, new_direction, new_decrement = jax.lax.cond(
-            improved,
-            lambda: newton_point(candidate),
-            lambda: (f, g, hess, direction, decrement),
-        )
         new_pars = jnp.where(improved, candidate, pars)
+        new_f, new_g, new_hess, new_direction, new_decrement = newton_point(new_pars)
         success = jnp.where(improved, converged(new_f, new_decrement), stalled_at)
         return (new_pars, new_f, new_g, new_hess, new_direction, new_decrement, iteration + 1,
                 success | ~improved, success)
