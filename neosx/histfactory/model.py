@@ -87,12 +87,12 @@ class HistFactory:
 
     Every field is optional; whatever is not given comes from the spec. ``yields`` may also
     be the result of :meth:`prepare`, which applies an override once for many evaluations
-    (as fits do). Quantities that
-    depend on the yields are recomputed from the overrides as pyhf would on a spec rebuilt
-    with them: histosys deltas use the current nominal, staterror widths are
-    ``sqrt(Σ_samples Σw²) / Σ_samples nominal`` per bin, shapesys ``tau = nominal² / Σw²``
-    (which is also the shapesys auxiliary data, see :meth:`auxdata`). Where the measurement
-    sets ``sigmas`` (staterror) or ``factors`` / ``auxdata`` (shapesys), those win, as in pyhf.
+    (as fits do). Quantities that depend on the yields are recomputed from the overrides as
+    pyhf would on a spec rebuilt with them: histosys deltas use the current nominal,
+    staterror widths are ``sqrt(Σ_samples Σw²) / Σ_samples nominal`` per bin, shapesys
+    ``tau = nominal² / Σw²`` (which is also the shapesys auxiliary data, see :meth:`auxdata`).
+    Where the measurement sets ``sigmas`` (staterror) or ``factors`` / ``auxdata``
+    (shapesys), those win, as in pyhf.
 
     The model is a pytree without leaves (hashed by identity), so it can be passed to
     ``jax.jit``-ed functions as an ordinary argument.
@@ -186,8 +186,8 @@ class HistFactory:
     @functools.cached_property
     def _spec_prepared(self) -> Prepared:
         """:meth:`prepare` of the spec's own yields, as constants (computed once)."""
-        with jax.ensure_compile_time_eval():
-            prepared = likelihood.prepare(self._layout, self._layout.data)
+        # compiled and run ahead of time: concrete even when first needed under a trace
+        prepared = self._prepare.lower((), ()).compile()(())
         return Prepared(*(np.asarray(field) for field in prepared))
 
     def prepare(self, yields: Yields | None = None) -> Prepared:
