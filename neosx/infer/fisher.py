@@ -17,6 +17,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -80,22 +81,48 @@ def covariance(model: HistFactory, mu: ArrayLike = 1.0, *, yields: Any = None) -
     return jnp.where(free[:, None] & free[None, :], inverse, 0.0)
 
 
+def _covariance_column(information: jax.Array, index: int) -> jax.Array:
+    """Column ``index`` of the inverse of a symmetric positive-definite matrix (Cholesky)."""
+    unit = jnp.zeros(information.shape[0], information.dtype).at[index].set(1.0)
+    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(information), unit)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _variance(information: jax.Array, index: int) -> jax.Array:
+    """``(I^-1)[index, index]``, with the reverse-mode rule ``d = -c c^T``, ``c = I^-1 e``.
+
+    Differentiating the Cholesky factorisation and both triangular solves instead costs five
+    more LAPACK calls (and their transposes) per gradient; the closed form needs none.
+    """
+    return _covariance_column(information, index)[index]
+
+
+def _variance_fwd(information: jax.Array, index: int) -> tuple[jax.Array, jax.Array]:
+    column = _covariance_column(information, index)
+    return column[index], column
+
+
+def _variance_bwd(index: int, column: jax.Array, cotangent: jax.Array) -> tuple[jax.Array]:
+    return (-cotangent * jnp.outer(column, column),)
+
+
+_variance.defvjp(_variance_fwd, _variance_bwd)
+
+
 def poi_uncertainty(model: HistFactory, mu: ArrayLike = 1.0, *, yields: Any = None) -> jax.Array:
     """Expected uncertainty sigma(mu) on the signal strength, from the Fisher information.
 
-    One Cholesky solve for the POI's column of the covariance (the information matrix is
-    symmetric positive definite), not a full inverse.
+    One Cholesky solve for the POI's column ``c`` of the covariance (the information matrix
+    is symmetric positive definite), not a full inverse; the gradient w.r.t. the information
+    is ``-c c^T / (2 sigma)``, with no further solve.
 
     Args:
         model: The likelihood.
         mu: Signal strength of the Asimov data (default 1: the signal is there).
-        yields: Optional yields override; differentiable.
+        yields: Optional yields override; differentiable (reverse mode).
 
     Returns:
         Scalar sigma(mu) (profiled over all free nuisance parameters).
     """
     information, _ = fisher_information(model, mu, yields=yields)
-    index = model.config.poi_index
-    unit = jnp.zeros(information.shape[0], information.dtype).at[index].set(1.0)
-    column = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(information), unit)
-    return jnp.sqrt(column[index])
+    return jnp.sqrt(_variance(information, model.config.poi_index))
