@@ -114,7 +114,7 @@ def apply_overrides(
             kept = owner[start:stop] == i
             if not kept.all():
                 value = jnp.where(kept, value, 0.0)
-            total = total + jnp.pad(value, (start, static.size - stop))
+            total = total + jax.lax.pad(value, 0.0, [(start, static.size - stop, 0)])
         arrays[name] = total
     return arrays
 
