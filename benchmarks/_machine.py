@@ -30,5 +30,6 @@ def machine_lines() -> list[str]:
         "- load average (1, 5, 15 min) at the start: "
         + ", ".join(f"{load:.2f}" for load in os.getloadavg()),
         f"- JAX {jax.__version__} (jaxlib {jax.lib.__version__}); devices: {jax.device_count()} x "
-        f"{device.platform} ({device.device_kind})",
+        f"{device.platform} ({device.device_kind}); XLA_FLAGS: "
+        f"`{os.environ.get('XLA_FLAGS', '') or 'unset'}`",
     ]

@@ -421,9 +421,12 @@ def test_override_equals_pyhf_on_rebuilt_spec(settings: dict[str, Any]) -> None:
         )
         data = np.concatenate([main * 1.05, reference.config.auxdata])
         assert max_rel(model.auxdata(yields), reference.config.auxdata) < RTOL
+        prepared = model.prepare(yields)
+        assert model.prepare(prepared) is prepared
         for pars in random_points(reference, 5, seed=int(rng.integers(1000))):
             expected = reference.logpdf(pars, data)[0]
             assert max_rel(model.logpdf(pars, data, yields), expected) < RTOL
+            assert max_rel(model.logpdf(pars, data, prepared), expected) < RTOL
             assert max_rel(model.logpdf(pars, main * 1.05, yields), expected) < RTOL
             assert max_rel(model.expected_data(pars, yields), reference.expected_data(pars)) < RTOL
             assert (

@@ -81,10 +81,10 @@ def apply_overrides(
     """The layout's data arrays with yields overrides written into their slots.
 
     Each overridden array is the sum of its static values where nothing overrides them and
-    of every override value zero-padded to its slot (entries overridden twice take the later
-    value). Exactly one term is non-zero at each entry, so the sum is exact; and pads and
-    adds fuse into one loop, where a concatenation or a chain of slice updates would cost
-    an operation per overridden modifier.
+    of every override value zero-padded to its slot (the slots of an override never overlap:
+    each is one field of one modifier of one sample). Exactly one term is non-zero at each
+    entry, so the sum is exact; and pads and adds fuse into one loop, where a concatenation
+    or a chain of slice updates would cost an operation per overridden modifier.
 
     Args:
         layout: Compiled model.
@@ -104,16 +104,13 @@ def apply_overrides(
         if not mine:
             arrays[name] = jnp.asarray(static)
             continue
-        owner = np.full(static.size, -1)  # which override writes each entry (the last one)
-        for i, (start, stop, _, _) in enumerate(mine):
-            owner[start:stop] = i
-        total = jnp.asarray(np.where(owner < 0, static, 0.0))
-        for i, (start, stop, square, value) in enumerate(mine):
+        kept = np.array(static)
+        for start, stop, _, _ in mine:
+            kept[start:stop] = 0.0
+        total = jnp.asarray(kept)
+        for start, stop, square, value in mine:
             value = jnp.reshape(jnp.asarray(value, dtype=jnp.float64), (stop - start,))
             value = jnp.square(value) if square else value
-            kept = owner[start:stop] == i
-            if not kept.all():
-                value = jnp.where(kept, value, 0.0)
             total = total + jax.lax.pad(value, 0.0, [(start, static.size - stop, 0)])
         arrays[name] = total
     return arrays
