@@ -367,7 +367,9 @@ def constraint_information(layout: Layout, pars: Array, prepared: Prepared) -> A
     Returns:
         (npars,) diagonal of the information matrix.
     """
-    information = jnp.zeros_like(pars)
-    information = information.at[layout.normal_par].set(1.0 / jnp.square(prepared.normal_sigma))
-    gamma = _take(pars, layout.poisson_par)
-    return information.at[layout.poisson_par].set(prepared.poisson_factor / gamma)
+    per_constraint = jnp.concatenate([
+        1.0 / jnp.square(prepared.normal_sigma),
+        prepared.poisson_factor / _take(pars, layout.poisson_par),
+    ])
+    positions = np.concatenate([layout.normal_par, layout.poisson_par])
+    return _overwrite(np.zeros(layout.npars), positions, per_constraint)

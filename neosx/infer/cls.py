@@ -20,15 +20,19 @@ from neosx.histfactory import HistFactory
 from neosx.infer.fit import checked, fit_solution, require_float64
 from neosx.infer.teststat import TestStat, poi_name, sqrt_q, test_statistic
 
-__all__ = ["N_SIGMA", "asimov_data", "expected_cls", "hypotest", "profiled_asimov_q"]
+__all__ = ["N_SIGMA", "asimov_data", "asimov_pars", "expected_cls", "hypotest", "profiled_asimov_q"]
 
 N_SIGMA = (2.0, 1.0, 0.0, -1.0, -2.0)
 """Order of the expected band, as pyhf returns it (CLs at +2 sigma ... -2 sigma)."""
+def asimov_pars(model: HistFactory, mu: ArrayLike) -> jax.Array:
+    """The parameters that generate Asimov data: the suggested init with the POI at ``mu``."""
+    pars = jnp.asarray(model.config.suggested_init, jnp.float64)
+    return pars.at[model.config.poi_index].set(mu)
+
+
 def asimov_data(model: HistFactory, mu: ArrayLike, yields: Any = None) -> jax.Array:
     """Asimov data (main + auxiliary) at the suggested init with the POI set to ``mu``."""
-    pars = jnp.asarray(model.config.suggested_init, jnp.float64)
-    pars = pars.at[model.config.poi_index].set(mu)
-    return model.expected_data(pars, yields=yields, include_auxdata=True)
+    return model.expected_data(asimov_pars(model, mu), yields=yields, include_auxdata=True)
 
 
 def profiled_asimov_q(

@@ -27,6 +27,7 @@ from jax.typing import ArrayLike
 
 from neosx.histfactory import HistFactory
 from neosx.infer._solver import free_block
+from neosx.infer.cls import asimov_pars
 from neosx.infer.fit import require_float64
 from neosx.infer.teststat import poi_name
 
@@ -50,8 +51,7 @@ def fisher_information(
     require_float64()
     poi_name(model)
     yields = model.prepare(yields)
-    pars = jnp.asarray(model.config.suggested_init, jnp.float64)
-    pars = pars.at[model.config.poi_index].set(mu)
+    pars = asimov_pars(model, mu)
 
     def rates(p: jax.Array) -> jax.Array:
         return model.expected_data(p, yields=yields, include_auxdata=False)
