@@ -6,7 +6,8 @@ This is the one place that knows how fits are solved and differentiated, so it c
 Solver: Newton steps with the exact Hessian on the free, inactive parameters (bounds are
 handled by freezing parameters that sit on a bound with the gradient pointing out), the
 Hessian Jacobi-scaled before the solve so that constraints of very different widths (a
-shapesys of relative width 2e-6 next to a normfactor) are treated alike, and a backtracking
+shapesys of relative width 2e-6 next to a normfactor) are treated alike and then solved by
+Cholesky (by LU only where it is not positive definite), and a backtracking
 line search that tries the full Newton step first and otherwise evaluates its candidate steps
 in one vectorised call. All of it is one
 ``lax.while_loop``: no unrolling, so compile time does not grow with the iteration count.
@@ -67,6 +68,19 @@ def free_block(matrix: jax.Array, free: jax.Array) -> jax.Array:
     return jnp.where(mask, matrix, jnp.eye(matrix.shape[0], dtype=matrix.dtype))
 
 
+def _symmetric_solve(matrix: jax.Array, rhs: jax.Array) -> jax.Array:
+    """``matrix^-1 rhs`` for a symmetric ``matrix``: by Cholesky where it is positive definite
+    (at and near a minimum: nearly always), by LU where it is not (the Cholesky factor is NaN).
+
+    The LU solve runs only when needed: its pivots become a permutation in a loop of its own,
+    which costs more than the whole Cholesky solve of these small matrices.
+    """
+    solution = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(matrix), rhs)
+    return jax.lax.cond(
+        jnp.all(jnp.isfinite(solution)), lambda: solution, lambda: jnp.linalg.solve(matrix, rhs)
+    )
+
+
 def _newton_direction(
     hess: jax.Array, grad: jax.Array, free: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
@@ -75,7 +89,7 @@ def _newton_direction(
     scale = 1.0 / jnp.sqrt(jnp.where(diag > 0, diag, 1.0))
     scaled = free_block(hess * scale[:, None] * scale[None, :], free)
     g = jnp.where(free, grad, 0.0)
-    step = -scale * jnp.linalg.solve(scaled, scale * g)
+    step = -scale * _symmetric_solve(scaled, scale * g)
     decrement = -jnp.dot(g, step)
     bad = ~jnp.all(jnp.isfinite(step)) | ~(decrement > 0)
     # not a descent direction (indefinite Hessian far from the minimum): scaled gradient
@@ -187,7 +201,7 @@ def _minimize_bwd(
     pars, g, hess, lower, upper, args = residuals
     free = ~np.asarray(fixed) & ~_active(pars, g, lower, upper)
     bar = jnp.where(free, cotangent.pars, 0.0)
-    u = jnp.linalg.solve(free_block(hess, free), bar)
+    u = _symmetric_solve(free_block(hess, free), bar)
     u = jnp.where(free, u, 0.0)
     # d theta*_F / d args = -H_FF^-1 d g_F / d args; the value's own derivative is d f / d args:
     # both pulled back through one reverse pass of (f, g)
