@@ -65,7 +65,9 @@ Each (implementation, figure of merit, B, K) runs in a fresh Python process, so 
 at least 3 calls and at least 0.5 s of calls, each ended with ``block_until_ready``. For ``cls``
 and ``z0`` the neosx child also times the jitted forward function alone, for the forward-vs-
 forward ratio with pyhf. JAX's asynchronous CPU dispatch is switched off by default (as in
-``bench_histfactory.py``; ``--async-dispatch`` keeps it).
+``bench_histfactory.py``; ``--async-dispatch`` keeps it). ``--jit-option KEY=VALUE`` passes an
+XLA compiler option to every ``jax.jit`` of a case, neosx's and relaxed's alike (e.g.
+``xla_cpu_use_fusion_emitters=false``, XLA's older loop emitters, which compile faster).
 
 relaxed is no dependency of neosx; run this in the benchmark environment (see README.md)::
 
@@ -481,8 +483,9 @@ def _pyhf_case(case: Case) -> Measurement:
     return Measurement(value=value(result), first_call_s=first, median_s=median, repeats=repeats)
 
 
-def run_case(case: Case, async_dispatch: bool) -> Measurement:
-    """Measure one case in this process (the child side)."""
+def run_case(case: Case, async_dispatch: bool, jit_options: dict[str, Any]) -> Measurement:
+    """Measure one case in this process (the child side); ``jit_options`` are XLA compiler
+    options passed to every ``jax.jit`` of the case (neosx's and relaxed's alike)."""
     warnings.filterwarnings("ignore", message="jsonschema.RefResolver is deprecated")
     import jax
     import jax.numpy as jnp
@@ -494,7 +497,9 @@ def run_case(case: Case, async_dispatch: bool) -> Measurement:
     objective = (_neosx_objective if case.impl == "neosx" else _relaxed_objective)(case)
     signal, background = nominal_yields(case.bins)
     s, b = jax.device_put(jnp.asarray(signal)), jax.device_put(jnp.asarray(background))
-    value_and_grad = jax.jit(jax.value_and_grad(objective, argnums=(0, 1)))
+    value_and_grad = jax.jit(
+        jax.value_and_grad(objective, argnums=(0, 1)), compiler_options=jit_options or None
+    )
     (value, grads), first, median, repeats = _time_jax(value_and_grad, s, b)
     result = Measurement(
         value=float(value),
@@ -504,13 +509,28 @@ def run_case(case: Case, async_dispatch: bool) -> Measurement:
         grad=[float(g) for g in np.concatenate([np.asarray(grads[0]), np.asarray(grads[1])])],
     )
     if case.impl == "neosx" and case.metric != "sigma_mu":
-        _, _, result.fwd_median_s, _ = _time_jax(jax.jit(objective), s, b)
+        forward = jax.jit(objective, compiler_options=jit_options or None)
+        _, _, result.fwd_median_s, _ = _time_jax(forward, s, b)
     if case.impl == "relaxed":
         result.logpdf_check = _check_relaxed_likelihood(case)
     return result
 
 
-def _run_child(case: Case, timeout_s: float, async_dispatch: bool) -> Outcome:
+def _jit_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` as compiler options: true/false become booleans, integers ints."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        value: Any = {"true": True, "false": False}.get(text.lower(), text)
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            value = int(value)
+        options[key] = value
+    return options
+
+
+def _run_child(
+    case: Case, timeout_s: float, async_dispatch: bool, jit_options: Sequence[str]
+) -> Outcome:
     """Run one case in a fresh interpreter, killing it past the time limit."""
     command = [
         sys.executable,
@@ -518,6 +538,7 @@ def _run_child(case: Case, timeout_s: float, async_dispatch: bool) -> Outcome:
         "--case",
         json.dumps(asdict(case)),
         *(["--async-dispatch"] if async_dispatch else []),
+        *(f"--jit-option={option}" for option in jit_options),
     ]
     try:
         child = subprocess.run(
@@ -758,6 +779,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--async-dispatch", action="store_true", help="keep JAX's default async CPU dispatch"
     )
+    parser.add_argument(
+        "--jit-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="XLA compiler option for every jax.jit of a case, e.g. "
+        "xla_cpu_use_fusion_emitters=false (repeatable)",
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ("bins", "nps"):
@@ -770,7 +799,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the grid (or, with the internal ``--case``, one case) and print the report."""
     args = _parse_args(argv)
     if args.case is not None:
-        print(json.dumps(asdict(run_case(Case(**json.loads(args.case)), args.async_dispatch))))
+        case = Case(**json.loads(args.case))
+        options = _jit_options(args.jit_option)
+        print(json.dumps(asdict(run_case(case, args.async_dispatch, options))))
         return
 
     if args.quick and not (args.bins or args.nps):
@@ -796,7 +827,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
             flush=True,
         )
-        outcome = _run_child(case, args.timeout, args.async_dispatch)
+        outcome = _run_child(case, args.timeout, args.async_dispatch, args.jit_option)
         results.setdefault((case.metric, case.bins, case.nps), {})[case.impl] = outcome
         if isinstance(outcome, Measurement):
             text = f"value {outcome.value:.6g}"
