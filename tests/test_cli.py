@@ -168,3 +168,23 @@ def test_run_stopped_on_nan_exits_1_with_the_reason(
     assert result.exit_code == 1, result.output
     assert "neosx: error: optimised: non-finite loss at step 0" in result.output
     assert "Traceback" not in result.output
+
+
+def test_compile_cache_is_used_and_changes_no_result(tmp_path: Path) -> None:
+    """A second run with the same --compile-cache loads the programs and gives the same numbers."""
+    cache = tmp_path / "cache"
+    summaries = []
+    for run in ("first", "second"):
+        command = [
+            sys.executable, "-c", "from neosx.cli import main; main()",
+            "--compile-cache", str(cache), "run", str(DEFAULT),
+            "--out", str(tmp_path / run), "--no-progress", *_sets(TINY),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        if run == "first":
+            cached = sorted(cache.iterdir())
+            assert any(path.name.startswith("jit_") for path in cached), cached
+        summaries.append(json.loads((tmp_path / run / "summary.json").read_text()))
+    assert summaries[0] == summaries[1]
+    assert sorted(cache.iterdir()) == cached  # nothing recompiled, so nothing new written
