@@ -153,31 +153,32 @@ def _solve(
             predicted = (trial - pars) @ g
             return (f_trial <= f + ARMIJO * predicted) & jnp.isfinite(f_trial)
 
+        # the full Newton step first (accepted at every step near the minimum); the
+        # backtracking only when it fails
+        full = jnp.clip(pars + direction, lower, upper)
+        f_full = objective(full, args)
+
         def search() -> tuple[jax.Array, jax.Array]:
             # halve the step until the Armijo test passes; if none does, the lowest point
             def untried(carry: tuple) -> jax.Array:
-                k, _, _, _, accepted = carry
+                k, _, _, accepted = carry
                 return (k < LINE_SEARCH_STEPS) & ~accepted
 
             def halve(carry: tuple) -> tuple:
-                k, step, best, f_best, _ = carry
-                trial = jnp.clip(pars + step * direction, lower, upper)
+                k, best, f_best, _ = carry
+                trial = jnp.clip(pars + 0.5**k * direction, lower, upper)
                 f_trial = objective(trial, args)
                 accepted = acceptable(trial, f_trial)
                 lower_f = accepted | (f_trial < f_best)
                 best = jnp.where(lower_f, trial, best)
                 f_best = jnp.where(lower_f, f_trial, f_best)
-                return k + 1, 0.5 * step, best, f_best, accepted
+                return k + 1, best, f_best, accepted
 
             f_start = jnp.where(jnp.isfinite(f_full), f_full, jnp.inf)
-            start = jax.tree.map(jnp.asarray, (1, 0.5 * jnp.ones_like(f), full, f_start, False))
-            _, _, best, f_best, _ = jax.lax.while_loop(untried, halve, start)
+            start = (jnp.asarray(1), full, f_start, jnp.asarray(False))
+            _, best, f_best, _ = jax.lax.while_loop(untried, halve, start)
             return best, f_best
 
-        # the full Newton step first (accepted at every step near the minimum); the
-        # vectorised backtracking only when it fails
-        full = jnp.clip(pars + direction, lower, upper)
-        f_full = objective(full, args)
         candidate, f_candidate = jax.lax.cond(
             acceptable(full, f_full), lambda: (full, f_full), search
         )
