@@ -151,35 +151,25 @@ def _solve(
     def line_search(
         pars: jax.Array, f: jax.Array, g: jax.Array, direction: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
-        # the full Newton step first (accepted at every step near the minimum); the
-        # backtracking only when it fails
-        full = jnp.clip(pars + direction, lower, upper)
-        f_full = objective(full, args)
+        # the full Newton step first (accepted at every step near the minimum), then half of
+        # it, and so on, until the Armijo test passes; if none does, the lowest point
+        def untried(carry: tuple) -> jax.Array:
+            k, _, _, accepted = carry
+            return (k < LINE_SEARCH_STEPS) & ~accepted
 
-        def search() -> tuple[jax.Array, jax.Array]:
-            # halve the step until the Armijo test passes; if none does, the lowest point
-            def untried(carry: tuple) -> jax.Array:
-                k, _, _, accepted = carry
-                return (k < LINE_SEARCH_STEPS) & ~accepted
+        def halve(carry: tuple) -> tuple:
+            k, best, f_best, _ = carry
+            trial = jnp.clip(pars + 0.5**k * direction, lower, upper)
+            f_trial = objective(trial, args)
+            accepted = acceptable(pars, f, g, trial, f_trial)
+            lower_f = accepted | (f_trial < f_best)
+            best = jnp.where(lower_f, trial, best)
+            f_best = jnp.where(lower_f, f_trial, f_best)
+            return k + 1, best, f_best, accepted
 
-            def halve(carry: tuple) -> tuple:
-                k, best, f_best, _ = carry
-                trial = jnp.clip(pars + 0.5**k * direction, lower, upper)
-                f_trial = objective(trial, args)
-                accepted = acceptable(pars, f, g, trial, f_trial)
-                lower_f = accepted | (f_trial < f_best)
-                best = jnp.where(lower_f, trial, best)
-                f_best = jnp.where(lower_f, f_trial, f_best)
-                return k + 1, best, f_best, accepted
-
-            f_start = jnp.where(jnp.isfinite(f_full), f_full, jnp.inf)
-            start = (jnp.asarray(1), full, f_start, jnp.asarray(False))
-            _, best, f_best, _ = jax.lax.while_loop(untried, halve, start)
-            return best, f_best
-
-        return jax.lax.cond(
-            acceptable(pars, f, g, full, f_full), lambda: (full, f_full), search
-        )
+        start = (jnp.asarray(0), pars, jnp.asarray(jnp.inf, f.dtype), jnp.asarray(False))
+        _, best, f_best, _ = jax.lax.while_loop(untried, halve, start)
+        return best, f_best
 
     def body(state: tuple) -> tuple:
         pars, _, _, _, steps, _, _ = state
