@@ -2,8 +2,8 @@
 
 The statistics tests exercise it through real likelihoods; these pin down the paths a
 likelihood rarely takes: a full Newton step that overshoots (the backtracking line search),
-a start where the Hessian is not positive definite, an active bound, and the implicit
-gradient of the minimiser.
+a start where the Hessian is not positive definite, an active bound, the implicit
+gradient of the minimiser, a start at the minimum and an exhausted iteration budget.
 """
 
 from __future__ import annotations
@@ -75,3 +75,25 @@ def test_active_bound_and_fixed_parameter() -> None:
         lambda t: minimize(bowl, jnp.array([1.0, 3.0]), bounds, fixed, t).pars[0]
     )(jnp.array([5.0, 1.0]))
     np.testing.assert_allclose(grad, [0.0, 0.0], atol=1e-12)
+
+
+def test_start_at_the_minimum_takes_no_step() -> None:
+    """Started at its minimum (as the free fit to Asimov data is), the fit converges at once."""
+    centre = jnp.array([0.5, -1.0])
+    solution = minimize(hyperbolic, centre, WIDE, np.zeros(2, bool), centre)
+    assert bool(solution.converged)
+    assert int(solution.iterations) == 0
+    np.testing.assert_array_equal(solution.pars, centre)
+    assert float(solution.value) == 2.0
+
+
+def test_iteration_budget_exhausted_is_not_converged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a budget of one step, a fit that needs several reports that it did not converge."""
+    import neosx.infer._solver as solver
+
+    monkeypatch.setattr(solver, "MAX_ITERATIONS", 1)
+    centre = jnp.array([0.5, -1.0])
+    solution = minimize(hyperbolic, centre + 3.0, WIDE, np.zeros(2, bool), centre)
+    assert not bool(solution.converged)
+    assert int(solution.iterations) == 1
+    assert float(solution.value) < float(hyperbolic(centre + 3.0, centre))  # it did step
