@@ -86,6 +86,7 @@ def _symmetric_solve(matrix: jax.Array, rhs: jax.Array) -> jax.Array:
     every copy of the solve in the program.
     """
     solution = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(matrix), rhs)
+
     def eigen_solve() -> jax.Array:
         values, vectors = jnp.linalg.eigh(matrix)
         return vectors @ ((vectors.T @ rhs) / values)
