@@ -6,8 +6,9 @@ This is the one place that knows how fits are solved and differentiated, so it c
 Solver: Newton steps with the exact Hessian on the free, inactive parameters (bounds are
 handled by freezing parameters that sit on a bound with the gradient pointing out), the
 Hessian Jacobi-scaled before the solve so that constraints of very different widths (a
-shapesys of relative width 2e-6 next to a normfactor) are treated alike and then solved by
-Cholesky (by eigendecomposition only where it is not positive definite), and a backtracking
+shapesys of relative width 2e-6 next to a normfactor) are treated alike and then solved as
+positive definite (elimination for up to 8 parameters, Cholesky above; by eigendecomposition
+only where it is not positive definite), and a backtracking
 line search that tries the full Newton step first and otherwise halves it, one trial at a
 time, until the Armijo test passes. All of it is one ``lax.while_loop`` (the backtracking a
 loop inside it): no unrolling, so compile time does not grow with the iteration count.
@@ -36,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Solution", "free_block", "minimize", "root"]
+__all__ = ["Solution", "free_block", "minimize", "positive_definite_solve", "root"]
 
 Objective = Callable[[jax.Array, Any], jax.Array]
 
@@ -46,6 +47,10 @@ DECREMENT_TOLERANCE = 1e-20
 """Stop once the Newton decrement g^T H^-1 g (twice the predicted NLL gain) is below this
 (relative to max(1, |f|)): the quadratic convergence makes the last step land at round-off."""
 ARMIJO = 1e-4
+UNROLLED_SOLVE_SIZE = 4
+"""Systems of at most this many parameters are solved by elimination written out in
+``jax.numpy`` (fused with the surrounding arithmetic), larger ones by LAPACK's Cholesky: for
+the few-parameter fits of a training step the three LAPACK calls cost more than the solve."""
 
 
 class Solution(NamedTuple):
@@ -76,16 +81,49 @@ def free_block(matrix: jax.Array, free: jax.Array) -> jax.Array:
     return jnp.where(mask, matrix, jnp.eye(matrix.shape[0], dtype=matrix.dtype))
 
 
+def _elimination_solve(matrix: jax.Array, rhs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(matrix^-1 rhs, every pivot > 0)`` by Gauss-Jordan elimination without pivoting,
+    one step per column of a small matrix of static size.
+
+    For a symmetric matrix the pivots are the diagonal of its LDL^T factorisation, so all are
+    positive exactly when the matrix is positive definite, and elimination without pivoting
+    is then as stable as Cholesky.
+    """
+    size = matrix.shape[0]
+    augmented = jnp.concatenate([matrix, rhs[:, None]], axis=1)
+    row = jnp.arange(size)[:, None]
+    definite = jnp.asarray(True)
+    for k in range(size):
+        pivot = augmented[k, k]
+        definite = definite & (pivot > 0)
+        pivot_row = augmented[k] / pivot
+        eliminated = augmented - augmented[:, k : k + 1] * pivot_row
+        augmented = jnp.where(row == k, pivot_row, eliminated)
+    return augmented[:, size], definite
+
+
+def positive_definite_solve(matrix: jax.Array, rhs: jax.Array) -> jax.Array:
+    """``matrix^-1 rhs`` for a symmetric positive-definite (n, n) ``matrix`` and (n,) ``rhs``;
+    NaN where ``matrix`` is not positive definite.
+
+    Elimination written out for n <= :data:`UNROLLED_SOLVE_SIZE`, Cholesky (LAPACK) above.
+    """
+    if matrix.shape[0] > UNROLLED_SOLVE_SIZE:
+        return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(matrix), rhs)
+    solution, definite = _elimination_solve(matrix, rhs)
+    return jnp.where(definite, solution, jnp.nan)
+
+
 def _symmetric_solve(matrix: jax.Array, rhs: jax.Array) -> jax.Array:
-    """``matrix^-1 rhs`` for a symmetric ``matrix``: by Cholesky where it is positive definite
-    (at and near a minimum: nearly always), by its eigendecomposition where it is not (the
-    Cholesky factor is NaN; an indefinite Hessian's Newton step may still descend).
+    """``matrix^-1 rhs`` for a symmetric ``matrix``: as positive definite where it is (at and
+    near a minimum: nearly always), by its eigendecomposition where it is not (an indefinite
+    Hessian's Newton step may still descend).
 
     The fallback runs only when needed, in a ``lax.cond``. It is one LAPACK call (``syevd``);
     an LU solve would add a loop of its own that turns the pivots into a permutation, in
     every copy of the solve in the program.
     """
-    solution = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(matrix), rhs)
+    solution = positive_definite_solve(matrix, rhs)
 
     def eigen_solve() -> jax.Array:
         values, vectors = jnp.linalg.eigh(matrix)

@@ -26,7 +26,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from neosx.histfactory import HistFactory
-from neosx.infer._solver import free_block
+from neosx.infer._solver import free_block, positive_definite_solve
 from neosx.infer.cls import asimov_pars
 from neosx.infer.fit import require_float64
 from neosx.infer.teststat import poi_name
@@ -82,17 +82,18 @@ def covariance(model: HistFactory, mu: ArrayLike = 1.0, *, yields: Any = None) -
 
 
 def _covariance_column(information: jax.Array, index: int) -> jax.Array:
-    """Column ``index`` of the inverse of a symmetric positive-definite matrix (Cholesky)."""
+    """Column ``index`` of the inverse of a symmetric positive-definite matrix."""
     unit = jnp.zeros(information.shape[0], information.dtype).at[index].set(1.0)
-    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(information), unit)
+    return positive_definite_solve(information, unit)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _variance(information: jax.Array, index: int) -> jax.Array:
     """``(I^-1)[index, index]``, with the reverse-mode rule ``d = -c c^T``, ``c = I^-1 e``.
 
-    Differentiating the Cholesky factorisation and both triangular solves instead costs five
-    more LAPACK calls (and their transposes) per gradient; the closed form needs none.
+    Differentiating the solve instead (for a large model Cholesky's factorisation and both
+    triangular solves: five more LAPACK calls and their transposes) costs more; the closed
+    form needs no further solve.
     """
     return _covariance_column(information, index)[index]
 
@@ -112,7 +113,7 @@ _variance.defvjp(_variance_fwd, _variance_bwd)
 def poi_uncertainty(model: HistFactory, mu: ArrayLike = 1.0, *, yields: Any = None) -> jax.Array:
     """Expected uncertainty sigma(mu) on the signal strength, from the Fisher information.
 
-    One Cholesky solve for the POI's column ``c`` of the covariance (the information matrix
+    One positive-definite solve for the POI's column ``c`` of the covariance (the information matrix
     is symmetric positive definite), not a full inverse; the gradient w.r.t. the information
     is ``-c c^T / (2 sigma)``, with no further solve.
 
