@@ -62,7 +62,8 @@ modifiers (every modifier shifts exactly one bin).
 
 Each (implementation, figure of merit, B, K) runs in a fresh Python process, so the first call
 (trace + XLA compile + one run) is what a user would wait for; the steady state is the median of
-at least 3 calls and at least 0.5 s of calls, each ended with ``block_until_ready``. For ``cls``
+at least 3 calls and at least 0.5 s of calls, each ended with ``block_until_ready``, taken in
+batches of 50 in turn with batches of the per-call floor (:func:`_floor_function`). For ``cls``
 and ``z0`` the neosx child also times the jitted forward function alone, for the forward-vs-
 forward ratio with pyhf. JAX's asynchronous CPU dispatch is switched off by default (as in
 ``bench_histfactory.py``; ``--async-dispatch`` keeps it). ``--jit-option KEY=VALUE`` passes an
@@ -98,6 +99,7 @@ from _machine import machine_lines
 
 MIN_REPEATS = 3
 MIN_TOTAL_S = 0.5
+FLOOR_BATCH = 50  # calls per batch when a median and its floor are timed in turn
 FULL_BINS = (2, 10, 50)
 FULL_NPS = (1, 5, 20)
 QUICK_CASES = ((2, 1), (10, 5))
@@ -318,6 +320,23 @@ def _steady(function: Callable[[], Any], block: Callable[[Any], Any]) -> tuple[f
     return float(np.median(times)), len(times)
 
 
+def _steady_with_floor(
+    function: Callable[[], Any], floor: Callable[[], Any], block: Callable[[Any], Any]
+) -> tuple[float, int, float]:
+    """(median s, calls, floor median s): batches of FLOOR_BATCH calls of ``function`` and of
+    ``floor`` in turn, until ``function`` has ≥ MIN_REPEATS calls and ≥ MIN_TOTAL_S seconds,
+    so that a drift of the machine's speed during the measurement hits both alike."""
+    times: list[float] = []
+    floor_times: list[float] = []
+    while len(times) < MIN_REPEATS or sum(times) < MIN_TOTAL_S:
+        for target, timed in ((function, times), (floor, floor_times)):
+            for _ in range(FLOOR_BATCH):
+                start = time.perf_counter()
+                block(target())
+                timed.append(time.perf_counter() - start)
+    return float(np.median(times)), len(times), float(np.median(floor_times))
+
+
 def _time_jax(function: Callable[..., Any], *args: Any) -> tuple[Any, float, float, int]:
     """(result, first-call s, median s, repeats) of a jitted function."""
     import jax
@@ -501,35 +520,42 @@ def run_case(case: Case, async_dispatch: bool, jit_options: dict[str, Any]) -> M
     value_and_grad = jax.jit(
         jax.value_and_grad(objective, argnums=(0, 1)), compiler_options=jit_options or None
     )
-    (value, grads), first, median, repeats = _time_jax(value_and_grad, s, b)
+    start = time.perf_counter()
+    value, grads = jax.block_until_ready(value_and_grad(s, b))
+    first = time.perf_counter() - start
+    # compiled after that first call, which must include JAX's one-time start-up
+    trivial = _floor_function(jit_options)
+    jax.block_until_ready(trivial(s, b))
+    median, repeats, floor = _steady_with_floor(
+        lambda: value_and_grad(s, b), lambda: trivial(s, b), jax.block_until_ready
+    )
     result = Measurement(
         value=float(value),
         first_call_s=first,
         median_s=median,
         repeats=repeats,
         grad=[float(g) for g in np.concatenate([np.asarray(grads[0]), np.asarray(grads[1])])],
+        floor_s=floor,
     )
     if case.impl == "neosx" and case.metric != "sigma_mu":
         forward = jax.jit(objective, compiler_options=jit_options or None)
         _, _, result.fwd_median_s, _ = _time_jax(forward, s, b)
     if case.impl == "relaxed":
         result.logpdf_check = _check_relaxed_likelihood(case)
-    result.floor_s = _call_floor(s, b, jit_options)
     return result
 
 
-def _call_floor(s: Any, b: Any, jit_options: dict[str, Any]) -> float:
-    """Median seconds per call of a jitted value+grad with the same arguments and outputs
-    (a scalar and the two gradients) that does almost no arithmetic, ``s . b``: JAX's
-    dispatch and the harness's ``block_until_ready``, which every timed call pays."""
+def _floor_function(jit_options: dict[str, Any]) -> Callable[..., Any]:
+    """A jitted value+grad with the same arguments and outputs as the measured ones (a scalar
+    and the two gradients) that does almost no arithmetic, ``s . b``: its time per call is
+    JAX's dispatch and the harness's ``block_until_ready``, which every timed call pays."""
     import jax
     import jax.numpy as jnp
 
-    trivial = jax.jit(
+    return jax.jit(
         jax.value_and_grad(lambda s, b: jnp.vdot(s, b), argnums=(0, 1)),
         compiler_options=jit_options or None,
     )
-    return _time_jax(trivial, s, b)[2]
 
 
 def _jit_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -615,8 +641,9 @@ def _header_lines(args: argparse.Namespace, skipped: dict[str, str]) -> list[str
         " jitted neosx forward time; sigma(mu): pyhf value from the Hessian of its jax-backend"
         " logpdf (untimed)",
         "- 'above floor': relaxed/neosx after subtracting from each median the per-call floor"
-        " measured in the same process (a jitted value+grad of `s . b` with the same arguments"
-        " and outputs: dispatch and `block_until_ready`)",
+        " measured in the same process, in batches of calls taken in turn with the function's"
+        " (a jitted value+grad of `s . b` with the same arguments and outputs: dispatch and"
+        " `block_until_ready`)",
         f"- limit {args.timeout:g} s per case\n",
     ]
 
@@ -647,7 +674,7 @@ def _grad_diff(a: Outcome | None, b: Outcome | None) -> float | None:
 
 
 def _above_floor(outcome: Outcome | None) -> float | None:
-    """Median value+grad time minus the same process's per-call floor (see _call_floor)."""
+    """Median value+grad time minus the same process's per-call floor (see _floor_function)."""
     median, floor = _get(outcome, "median_s"), _get(outcome, "floor_s")
     return None if median is None or floor is None else median - floor
 
