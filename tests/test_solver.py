@@ -92,9 +92,7 @@ def test_start_at_the_minimum_takes_no_step() -> None:
 
 def test_iteration_budget_exhausted_is_not_converged(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a budget of one step, a fit that needs several reports that it did not converge."""
-    import neosx.infer._solver as solver
-
-    monkeypatch.setattr(solver, "MAX_ITERATIONS", 1)
+    monkeypatch.setattr(_solver, "MAX_ITERATIONS", 1)
     centre = jnp.array([0.5, -1.0])
     solution = minimize(hyperbolic, centre + 3.0, WIDE, np.zeros(2, bool), centre)
     assert not bool(solution.converged)

@@ -7,8 +7,8 @@ Solver: Newton steps with the exact Hessian on the free, inactive parameters (bo
 handled by freezing parameters that sit on a bound with the gradient pointing out), the
 Hessian Jacobi-scaled before the solve so that constraints of very different widths (a
 shapesys of relative width 2e-6 next to a normfactor) are treated alike and then solved as
-positive definite (elimination for up to 8 parameters, Cholesky above; by eigendecomposition
-only where it is not positive definite), and a backtracking
+positive definite (elimination for up to ``UNROLLED_SOLVE_SIZE`` = 4 parameters, Cholesky
+above; by eigendecomposition only where it is not positive definite), and a backtracking
 line search that tries the full Newton step first and otherwise halves it, one trial at a
 time, until the Armijo test passes. All of it is one ``lax.while_loop`` (the backtracking a
 loop inside it): no unrolling, so compile time does not grow with the iteration count.
