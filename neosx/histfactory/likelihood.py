@@ -274,9 +274,21 @@ def _log_factorial(n: Array) -> Array:
     return stirling - jnp.where(small, jnp.log(rising), 0.0)
 
 
-def _poisson_logpdf(n: Array, rate: Array) -> Array:
-    """pyhf's continuous Poisson: ``n log(rate) - rate - lgamma(n + 1)``."""
-    return xlogy(n, rate) - rate - _log_factorial(n)
+def _poisson_sum(n: Array, rate: Array, relative: bool) -> Array:
+    """Sum over bins of pyhf's continuous Poisson ``n log(rate) - rate - lgamma(n + 1)``, or
+    with ``relative`` of :func:`_poisson_log_ratio`.
+
+    The data-only ``lgamma(n + 1)`` is summed on its own, not bin by bin with the rest, so
+    that XLA computes it apart from the rates and at the same time, instead of in one loop
+    that waits for them: at 1000 bins that loop is compute-bound enough for XLA to split it
+    over the cores, on the critical path. Same-run A/B, two cores, 1000-bin logpdf: 35.9 ->
+    22.2 us (``benchmarks/bench_histfactory.py``). The price is round-off: the two sums are
+    larger than their difference, and the published workspaces' logpdf agrees with pyhf to
+    <= 4e-12 relative instead of <= 4e-13.
+    """
+    if relative:
+        return jnp.sum(_poisson_log_ratio(n, rate))
+    return jnp.sum(xlogy(n, rate) - rate) - jnp.sum(_log_factorial(n))
 
 
 def _poisson_log_ratio(n: Array, rate: Array) -> Array:
@@ -315,8 +327,7 @@ def logpdf(
     main, observed_aux = data[: layout.n_bins], data[layout.n_bins :]
     if observed_aux.shape[0] == 0:
         observed_aux = None
-    poisson_term = _poisson_log_ratio if relative else _poisson_logpdf
-    value = jnp.sum(poisson_term(main, rates)) + constraint_logpdf(
+    value = _poisson_sum(main, rates, relative) + constraint_logpdf(
         layout, pars, observed_aux, prepared, relative
     )
     return value, jnp.min(rates)
@@ -345,9 +356,8 @@ def constraint_logpdf(
     normal = -jnp.square((normal_x - _take(pars, layout.normal_par)) / (jnp.sqrt(2.0) * sigma))
     if not relative:
         normal = normal - jnp.log(sigma * jnp.sqrt(2.0 * jnp.pi))
-    poisson_term = _poisson_log_ratio if relative else _poisson_logpdf
-    poisson = poisson_term(_take(aux, layout.poisson_aux), _take(pars, layout.poisson_par) * factor)
-    return jnp.sum(normal) + jnp.sum(poisson)
+    rate = _take(pars, layout.poisson_par) * factor
+    return jnp.sum(normal) + _poisson_sum(_take(aux, layout.poisson_aux), rate, relative)
 
 
 def constraint_information(layout: Layout, pars: Array, prepared: Prepared) -> Array:
