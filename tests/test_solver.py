@@ -2,10 +2,10 @@
 
 The statistics tests exercise it through real likelihoods; these pin down the paths a
 likelihood rarely takes: a full Newton step that overshoots (the backtracking line search),
-a start where the Hessian is not positive definite, an active bound, the implicit
-gradient of the minimiser, a start at the minimum and an exhausted iteration budget; and
-the linear solves, both ways (elimination up to UNROLLED_SOLVE_SIZE parameters, LAPACK
-above), against numpy.
+a start where the Hessian is not positive definite, an active bound and a start a hair
+above one, the implicit gradient of the minimiser, a start at the minimum and an exhausted
+iteration budget; and the linear solves, both ways (elimination up to UNROLLED_SOLVE_SIZE
+parameters, LAPACK above), against numpy.
 """
 
 from __future__ import annotations
@@ -78,6 +78,25 @@ def test_active_bound_and_fixed_parameter() -> None:
         lambda t: minimize(bowl, jnp.array([1.0, 3.0]), bounds, fixed, t).pars[0]
     )(jnp.array([5.0, 1.0]))
     np.testing.assert_allclose(grad, [0.0, 0.0], atol=1e-12)
+
+
+def coupled_bowl(x: jax.Array, centre: jax.Array) -> jax.Array:
+    """0.5 (x - c)^T A (x - c) with A = [[1, 0.9], [0.9, 1]]: strongly coupled parameters."""
+    u = x - centre
+    return 0.5 * (u[0] ** 2 + 1.8 * u[0] * u[1] + u[1] ** 2)
+
+
+def test_parameter_a_hair_above_its_bound_is_moved_onto_it() -> None:
+    """From (1e-17, 0) with x0 >= 0 and c = (-1, 0.5), the gradient (0.55, 0.4) pushes x0
+    through its bound, and the unconstrained Newton step's x1 part alone goes uphill: with
+    x0 clipped at every trial step the line search cannot descend. The solution is on the
+    bound, x0 = 0, x1 = 0.5 - 0.9 = -0.4 (there the gradient on x0 is 0.19 > 0)."""
+    bounds = np.array([[0.0, 10.0], [-10.0, 10.0]])
+    centre = jnp.array([-1.0, 0.5])
+    start = jnp.array([1e-17, 0.0])
+    solution = minimize(coupled_bowl, start, bounds, np.zeros(2, bool), centre)
+    assert bool(solution.converged)
+    np.testing.assert_allclose(solution.pars, [0.0, -0.4], atol=1e-12)
 
 
 def test_start_at_the_minimum_takes_no_step() -> None:

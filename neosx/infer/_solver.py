@@ -3,8 +3,8 @@
 This is the one place that knows how fits are solved and differentiated, so it can move to
 ``jax.lax.custom_root`` or optimistix without touching the statistics built on it.
 
-Solver: Newton steps with the exact Hessian on the free, inactive parameters (bounds are
-handled by freezing parameters that sit on a bound with the gradient pointing out), the
+Solver: Newton steps with the exact Hessian on the free, inactive parameters (parameters
+pushed against a bound, and nearer to it than their own Newton step, are moved onto it), the
 Hessian Jacobi-scaled before the solve so that constraints of very different widths (a
 shapesys of relative width 2e-6 next to a normfactor) are treated alike and then solved as
 positive definite (elimination for up to ``UNROLLED_SOLVE_SIZE`` = 4 parameters, Cholesky
@@ -133,18 +133,36 @@ def _symmetric_solve(matrix: jax.Array, rhs: jax.Array) -> jax.Array:
 
 
 def _newton_direction(
-    hess: jax.Array, grad: jax.Array, free: jax.Array
+    hess: jax.Array, grad: jax.Array, pars: jax.Array, lower: jax.Array, upper: jax.Array,
+    fixed: np.ndarray,
 ) -> tuple[jax.Array, jax.Array]:
-    """Newton direction on the free parameters (zero elsewhere) and the Newton decrement."""
-    diag = jnp.where(free, jnp.abs(jnp.diagonal(hess)), 1.0)
-    scale = 1.0 / jnp.sqrt(jnp.where(diag > 0, diag, 1.0))
+    """Projected Newton direction (zero on fixed parameters) and the Newton decrement.
+
+    A parameter pushed against a bound by the gradient, and nearer to it than its own
+    (diagonal) Newton step would go, is moved onto the bound: its direction is the distance
+    to it. The others take the Newton step of the problem with those held (Bertsekas'
+    epsilon-active set). Freeing only the parameters exactly on a bound is not enough: a POI
+    at 1e-17 after a step that stopped short of 0 then gets a Newton component through the
+    bound, the line search clips it at every trial step, and the clipped direction need not
+    descend at all (the sbottom workspace's free fit stalled so on one host).
+    """
+    g = jnp.where(fixed, 0.0, grad)
+    diag = jnp.abs(jnp.diagonal(hess))
+    scale = 1.0 / jnp.sqrt(jnp.where(~fixed & (diag > 0), diag, 1.0))
+    reach = scale**2 * jnp.abs(g)  # length of each parameter's own Newton step
+    onto_lower = (g > 0) & (pars - lower <= reach)
+    onto_upper = (g < 0) & (upper - pars <= reach)
+    free = ~fixed & ~onto_lower & ~onto_upper
     scaled = free_block(hess * scale[:, None] * scale[None, :], free)
-    g = jnp.where(free, grad, 0.0)
-    step = -scale * _symmetric_solve(scaled, scale * g)
+    g_free = jnp.where(free, g, 0.0)
+    step = -scale * _symmetric_solve(scaled, scale * g_free)
+    step = jnp.where(free, step, 0.0)
+    to_bound = jnp.where(onto_lower, lower - pars, jnp.where(onto_upper, upper - pars, 0.0))
+    step = step + to_bound
     decrement = -jnp.dot(g, step)
     bad = ~jnp.all(jnp.isfinite(step)) | ~(decrement > 0)
     # not a descent direction (indefinite Hessian far from the minimum): scaled gradient
-    fallback = -scale**2 * g
+    fallback = -scale**2 * g_free + to_bound
     step = jnp.where(bad, fallback, step)
     decrement = jnp.where(bad, -jnp.dot(g, fallback), decrement)
     return step, decrement
@@ -213,9 +231,7 @@ def _solve(
     def body(state: tuple) -> tuple:
         pars, _, _, _, steps, _, _ = state
         f, g, hess = _value_grad_hessian(objective, pars, args)
-        direction, decrement = _newton_direction(
-            hess, g, ~fixed & ~_active(pars, g, lower, upper)
-        )
+        direction, decrement = _newton_direction(hess, g, pars, lower, upper, fixed)
         converged = decrement <= DECREMENT_TOLERANCE * jnp.maximum(1.0, jnp.abs(f))
         stop = converged | (steps >= MAX_ITERATIONS)
         candidate, f_candidate = jax.lax.cond(
