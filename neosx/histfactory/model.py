@@ -190,6 +190,43 @@ class HistFactory:
         prepared = self._prepare.lower((), ()).compile()(())
         return Prepared(*(np.asarray(field) for field in prepared))
 
+    _UNPACKED = ("histosys_delta", "normal_sigma")
+    """Fields of the spec's prepared yields that stay constants of their own when traced."""
+
+    @functools.cached_property
+    def _spec_packed(self) -> np.ndarray:
+        """The fields of :attr:`_spec_prepared` but :attr:`_UNPACKED`, raveled end to end."""
+        prepared = self._spec_prepared
+        return np.concatenate([
+            np.ravel(value) for name, value in zip(Prepared._fields, prepared, strict=True)
+            if name not in self._UNPACKED
+        ])
+
+    def _prepared_for(self, yields: Yields | None, *operands: Any) -> Prepared:
+        """:meth:`prepare` of ``yields``, as a function of ``operands`` should use it.
+
+        Traced, the spec's own yields are constants of the compiled program, and XLA's CPU
+        runtime spends ~0.1 us per constant buffer at every call; it also cuts them into
+        more constants (one per normsys interpolation coefficient: 13 in the 3-bin
+        displaced-leptons logpdf). So they enter as one constant behind an optimisation
+        barrier, sliced into the fields after it. Two fields stay constants of their own:
+        the histosys deltas, a matrix product's operand, which a slice would copy at every
+        call, and the Gaussian widths, whose logarithms XLA then computes at compile time.
+        Same process, two cores: logpdf of displaced leptons 9.1 -> 7.5 us, of the 10-bin
+        synthetic model 8.7 -> 7.0 us, of ttbar 16.3 -> 14.1 us, of 1000 bins 22.5 -> 21.6 us.
+        """
+        prepared = self.prepare(yields)
+        if prepared is not self._spec_prepared or not _is_traced(*operands):
+            return prepared
+        packed = jax.lax.optimization_barrier(jnp.asarray(self._spec_packed))
+        fields, start = [], 0
+        for name, value in zip(Prepared._fields, prepared, strict=True):
+            if name not in self._UNPACKED:
+                value = jnp.reshape(packed[start : start + value.size], value.shape)
+                start += value.size
+            fields.append(value)
+        return Prepared(*fields)
+
     def prepare(self, yields: Yields | None = None) -> Prepared:
         """Apply a yields override once, for many evaluations of the likelihood.
 
@@ -293,7 +330,7 @@ class HistFactory:
             Array([[50.], [ 5.]], dtype=float64)
         """
         pars = self._pars(pars)
-        return self._by_sample(pars, self.prepare(yields))
+        return self._by_sample(pars, self._prepared_for(yields, pars))
 
     def expected_data(
         self, pars: ArrayLike, yields: Yields | None = None, include_auxdata: bool = True
@@ -323,7 +360,7 @@ class HistFactory:
             Array([55.,  0.], dtype=float64)
         """
         pars = self._pars(pars)
-        return self._expected(bool(include_auxdata), pars, self.prepare(yields))
+        return self._expected(bool(include_auxdata), pars, self._prepared_for(yields, pars))
 
     def auxdata(self, yields: Yields | None = None) -> Array:
         """Observed auxiliary data implied by the yields.
@@ -399,7 +436,8 @@ class HistFactory:
         """
         pars = self._pars(pars)
         auxdata = _checked_shape("auxdata", auxdata, ((self.config.nauxdata,),))
-        return self._constraint(pars, jnp.asarray(auxdata, jnp.float64), self.prepare(yields))
+        prepared = self._prepared_for(yields, pars, auxdata)
+        return self._constraint(pars, jnp.asarray(auxdata, jnp.float64), prepared)
 
     def constraint_information(self, pars: ArrayLike, yields: Yields | None = None) -> Array:
         """Expected Fisher information of the constraint terms (diagonal), at ``pars``.
@@ -416,7 +454,7 @@ class HistFactory:
             (npars,) the diagonal of the information matrix.
         """
         pars = self._pars(pars)
-        return self._information(pars, self.prepare(yields))
+        return self._information(pars, self._prepared_for(yields, pars))
 
     def log_likelihood_ratio(
         self, pars: ArrayLike, data: ArrayLike, yields: Yields | None = None
@@ -441,7 +479,7 @@ class HistFactory:
         n_main, n_all = self.config.nmaindata, self.config.nmaindata + self.config.nauxdata
         data = _checked_shape("data", data, ((n_all,), (n_main,)))
         data = jnp.asarray(data, dtype=jnp.float64)
-        prepared = self.prepare(yields)
+        prepared = self._prepared_for(yields, pars, data)
         value, min_rate = self._logpdf(pars, data, prepared, relative)
         if not _is_traced(pars, data, prepared) and min_rate < 0:
             raise self._negative_rate_error(pars, prepared)
