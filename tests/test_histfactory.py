@@ -737,6 +737,29 @@ def test_negative_rate_raises_eagerly_and_is_nan_under_jit() -> None:
         assert np.isnan(pyhf.Model(spec).logpdf(pars, data)[0])
 
 
+@pytest.mark.parametrize(
+    "index",
+    [
+        [0, 1, 2, 3],  # one consecutive run: a slice
+        [4, 4, 4, 4, 4, 0],  # repeats then one: a broadcast and a slice
+        [13, 13, 13, 0, 13, 13, 1, 2],  # mixed runs (the displaced-leptons factor index)
+        [0, 2, 4, 6, 8, 10, 12, 1, 3, 5],  # more runs than _MAX_RUNS: a gather
+        [7],
+    ],
+)
+def test_static_take_equals_indexing(index: list[int]) -> None:
+    """The likelihood's static gathers (slices and broadcasts of runs) equal numpy indexing,
+    along the first axis of 1-D and 2-D arrays."""
+    from neosx.histfactory.likelihood import _take
+
+    values = np.arange(14.0 * 3).reshape(14, 3)
+    index_array = np.asarray(index)
+    np.testing.assert_array_equal(_take(jnp.asarray(values), index_array), values[index_array])
+    np.testing.assert_array_equal(
+        _take(jnp.asarray(values[:, 0]), index_array), values[index_array, 0]
+    )
+
+
 def test_float32_is_refused() -> None:
     model = HistFactory(all_modifiers_spec())
     jax.config.update("jax_enable_x64", False)

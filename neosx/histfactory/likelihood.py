@@ -24,7 +24,6 @@ Semantics are pyhf 0.7's (``pyhf/pdf.py``, ``pyhf/constraints.py``):
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -54,25 +53,49 @@ __all__ = [
 OverrideSlot = tuple[str, int, int, bool]
 
 
-#: Above this many runs of consecutive indices, :func:`_take` gathers instead of slicing.
+#: Above this many runs of repeated or consecutive indices, :func:`_take` gathers.
 _MAX_RUNS = 8
 
 
-def _take(values: Array, index: np.ndarray) -> Array:
-    """``values[index]`` for a static index; runs of consecutive indices become slices.
+def _runs(index: np.ndarray) -> list[tuple[int, int, int]] | None:
+    """``(start, stop, step)`` of the maximal runs of ``index`` that repeat one value (step
+    0) or count up by one (step 1); None once there are more than :data:`_MAX_RUNS`."""
+    runs: list[tuple[int, int, int]] = []
+    start = 0
+    while start < index.size:
+        step = 0 if start + 1 < index.size and index[start + 1] == index[start] else 1
+        stop = start + 1
+        while stop < index.size and index[stop] - index[stop - 1] == step:
+            stop += 1
+        runs.append((start, stop, step))
+        if len(runs) > _MAX_RUNS:
+            return None
+        start = stop
+    return runs
 
-    Slices fuse into their consumers where a gather is an operation of its own, which
-    matters for small models, whose cost is mostly per-operation overhead.
+
+def _take(values: Array, index: np.ndarray) -> Array:
+    """``values[index]`` along the first axis, for a static 1-D index: runs of repeated or
+    consecutive indices become broadcasts and slices, a gather only above :data:`_MAX_RUNS`.
+
+    Slices and broadcasts fuse into their consumers and need no index array, where a gather
+    is an operation of its own and its index a constant of the program: XLA's CPU runtime
+    pays for each at every call (~0.1 us a constant), which is most of a small model's cost.
     """
     if index.size == 0:
         return values[:0]
-    starts = np.flatnonzero(np.diff(index, prepend=index[0] - 2) != 1)
-    if starts.size > _MAX_RUNS:
+    runs = _runs(index)
+    if runs is None:
         return values[index]
-    bounds = [*starts.tolist(), index.size]
-    return jnp.concatenate(
-        [values[index[a] : index[b - 1] + 1] for a, b in itertools.pairwise(bounds)]
-    )
+    pieces = []
+    for start, stop, step in runs:
+        first = int(index[start])
+        if step:
+            pieces.append(values[first : first + stop - start])
+        else:
+            shape = (stop - start, *values.shape[1:])
+            pieces.append(jnp.broadcast_to(values[first : first + 1], shape))
+    return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces)
 
 
 def apply_overrides(
@@ -173,13 +196,15 @@ def rates_by_sample(layout: Layout, pars: Array, prepared: Prepared) -> Array:
         Rates (n_samples, n_bins) in events.
     """
     nominal = prepared.nominal
-    factor = jnp.prod(jnp.concatenate([pars, jnp.ones(1)])[layout.factor_index], axis=0)
+    padded = jnp.concatenate([pars, jnp.ones(1)])
+    factors = _take(padded, layout.factor_index.ravel()).reshape(layout.factor_index.shape)
+    factor = jnp.prod(factors, axis=0)
     if layout.normsys_par.size:
         normsys = NORMSYS_CODES[layout.normsys_code].factor(
             _take(pars, layout.normsys_par)[:, None], prepared.normsys
         )
         pair_factor = jnp.reshape(jnp.prod(normsys, axis=0), (layout.n_samples, layout.n_channels))
-        factor = factor * jnp.ravel(pair_factor[:, layout.bin_channel])
+        factor = factor * jnp.ravel(_take(pair_factor.T, layout.bin_channel).T)
     if layout.histosys_par.size:
         weights = jnp.concatenate(
             HISTOSYS_CODES[layout.histosys_code](_take(pars, layout.histosys_par))
