@@ -69,10 +69,20 @@ class Solution(NamedTuple):
     iterations: jax.Array
 
 
-def _active(pars: jax.Array, grad: jax.Array, lower: jax.Array, upper: jax.Array) -> jax.Array:
-    at_lower = (pars <= lower) & (grad > 0)
-    at_upper = (pars >= upper) & (grad < 0)
-    return at_lower | at_upper
+def _jacobi_scale(hess: jax.Array, fixed: np.ndarray) -> jax.Array:
+    """``1 / sqrt(|H_ii|)`` of the non-fixed parameters (1 for fixed ones and zero curvature)."""
+    diag = jnp.abs(jnp.diagonal(hess))
+    return 1.0 / jnp.sqrt(jnp.where(~fixed & (diag > 0), diag, 1.0))
+
+
+def _onto_bounds(
+    pars: jax.Array, grad: jax.Array, scale: jax.Array, lower: jax.Array, upper: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Parameters held on their lower / upper bound (Bertsekas' epsilon-active set): pushed
+    against it by the gradient and nearer to it than their own diagonal Newton step,
+    ``scale**2 |grad|``. Pass a gradient that is 0 on fixed parameters."""
+    reach = scale**2 * jnp.abs(grad)
+    return (grad > 0) & (pars - lower <= reach), (grad < 0) & (upper - pars <= reach)
 
 
 def free_block(matrix: jax.Array, free: jax.Array) -> jax.Array:
@@ -147,16 +157,13 @@ def _newton_direction(
     descend at all (the sbottom workspace's free fit stalled so on one host).
     """
     g = jnp.where(fixed, 0.0, grad)
-    diag = jnp.abs(jnp.diagonal(hess))
-    scale = 1.0 / jnp.sqrt(jnp.where(~fixed & (diag > 0), diag, 1.0))
-    reach = scale**2 * jnp.abs(g)  # length of each parameter's own Newton step
-    onto_lower = (g > 0) & (pars - lower <= reach)
-    onto_upper = (g < 0) & (upper - pars <= reach)
+    scale = _jacobi_scale(hess, fixed)
+    onto_lower, onto_upper = _onto_bounds(pars, g, scale, lower, upper)
     free = ~fixed & ~onto_lower & ~onto_upper
     scaled = free_block(hess * scale[:, None] * scale[None, :], free)
     g_free = jnp.where(free, g, 0.0)
+    # zero off the free parameters: there the system is the identity and its rhs 0
     step = -scale * _symmetric_solve(scaled, scale * g_free)
-    step = jnp.where(free, step, 0.0)
     to_bound = jnp.where(onto_lower, lower - pars, jnp.where(onto_upper, upper - pars, 0.0))
     step = step + to_bound
     decrement = -jnp.dot(g, step)
@@ -276,7 +283,12 @@ def _minimize_bwd(
     objective: Objective, fixed: tuple[bool, ...], residuals: tuple, cotangent: Solution
 ) -> tuple:
     pars, g, hess, lower, upper, args = residuals
-    free = ~np.asarray(fixed) & ~_active(pars, g, lower, upper)
+    fixed = np.asarray(fixed)
+    # the parameters the solver held on a bound have zero derivative
+    onto_lower, onto_upper = _onto_bounds(
+        pars, jnp.where(fixed, 0.0, g), _jacobi_scale(hess, fixed), lower, upper
+    )
+    free = ~fixed & ~onto_lower & ~onto_upper
     bar = jnp.where(free, cotangent.pars, 0.0)
     u = _symmetric_solve(free_block(hess, free), bar)
     u = jnp.where(free, u, 0.0)
