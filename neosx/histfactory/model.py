@@ -190,7 +190,7 @@ class HistFactory:
         prepared = self._prepare.lower((), ()).compile()(())
         return Prepared(*(np.asarray(field) for field in prepared))
 
-    _UNPACKED = ("histosys_delta", "normal_sigma")
+    _UNPACKED = ("histosys_delta",)
     """Fields of the spec's prepared yields that stay constants of their own when traced."""
 
     @functools.cached_property
@@ -209,11 +209,12 @@ class HistFactory:
         runtime spends ~0.1 us per constant buffer at every call; it also cuts them into
         more constants (one per normsys interpolation coefficient: 13 in the 3-bin
         displaced-leptons logpdf). So they enter as one constant behind an optimisation
-        barrier, sliced into the fields after it. Two fields stay constants of their own:
-        the histosys deltas, a matrix product's operand, which a slice would copy at every
-        call, and the Gaussian widths, whose logarithms XLA then computes at compile time.
+        barrier, sliced into the fields after it. One field stays a constant of its own: the
+        histosys deltas, a matrix product's operand, which a slice would copy at every call.
         Same process, two cores: logpdf of displaced leptons 9.1 -> 7.5 us, of the 10-bin
-        synthetic model 8.7 -> 7.0 us, of ttbar 16.3 -> 14.1 us, of 1000 bins 22.5 -> 21.6 us.
+        synthetic model 8.7 -> 7.0 us, of ttbar 16.3 -> 14.1 us, of 1000 bins 22.5 -> 21.6 us
+        (with the Gaussian widths a constant of their own as well; now that the prepared
+        yields hold their logarithms, they are packed too).
         """
         prepared = self.prepare(yields)
         if prepared is not self._spec_prepared or not _is_traced(*operands):
