@@ -1,15 +1,19 @@
 """The ``neosx`` command line: one command per user action, each a thin call into the library.
 
-Exit codes: 0 success; 1 a run that stopped on non-finite values or another runtime failure
-(the message says what); 2 invalid input (configuration, arguments, run folder), reported
-in one line without a traceback.
+Exit codes: 0 success; 1 a run that stopped on non-finite or diverging values, whose hard
+evaluation failed, or another runtime failure (the message says what); 2 invalid input
+(configuration, arguments, run folder), reported in one line without a traceback; 130 an
+interrupted run (Ctrl-C; checkpointed, ``--resume`` continues it), 143 on SIGTERM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,6 +27,25 @@ __all__ = ["main"]
 def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"neosx: error: {message}", err=True)
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[list[int]]:
+    """SIGTERM (a batch system's stop) is handled like Ctrl-C: checkpoint, then stop.
+
+    Yields a list that holds the signal number once one arrived.
+    """
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _default_compile_cache() -> Path:
@@ -53,6 +76,9 @@ def _summary_table(summary: dict[str, Any], cl: float) -> str:
     limit = f"mu_up ({100 * cl:g}%)"
     rows = [f"{'analysis':<10} {'CLs (median)':>13} {'Z0':>8} {limit:>12}"]
     for label, figures in summary.items():
+        if figures.get("status") == "failed":
+            rows.append(f"{label:<10} hard evaluation failed (see summary.json)")
+            continue
         rows.append(
             f"{label:<10} {figures['cls']:>13.4g} {figures['z0']:>8.3f} "
             f"{figures['upper_limit']:>12.4g}"
@@ -85,7 +111,8 @@ def run(
     overwrite: bool, progress: bool,
 ) -> None:
     """Train the study in CONFIG (and its baseline), evaluate both hard with pyhf."""
-    from neosx.run import RunError, load_run, run_study
+    from neosx.run import load_run, run_study
+    from neosx.runfolder import RunError
 
     if (config is None) == (resume is None):
         _fail("give either CONFIG (a new run) or --resume RUN (continue a run), not both")
@@ -95,23 +122,38 @@ def run(
         study, raw = load_run(resume) if resume is not None else load_config(config, overrides)
         _setup_jax()
         run_dir = resume or out or Path("runs") / study.name
-        result = run_study(
-            study, raw, run_dir, resume=resume is not None, overwrite=overwrite,
-            progress=progress, command=sys.argv,
-        )
+        with _terminate_as_interrupt() as received:
+            result = run_study(
+                study, raw, run_dir, resume=resume is not None, overwrite=overwrite,
+                progress=progress, command=sys.argv,
+            )
     except (ConfigError, RunError) as error:
         _fail(str(error))
+    except OSError as error:
+        _fail(_os_error(error), code=1)
+    if result.summary:
+        click.echo(_summary_table(result.summary, study.evaluation.cl))
+    if result.status == "interrupted":
+        _fail(f"{result.message} (run folder {result.run_dir})", code=128 + (
+            received[0] if received else signal.SIGINT
+        ))
     if result.status != "completed":
         _fail(result.message, code=1)
-    click.echo(_summary_table(result.summary, study.evaluation.cl))
     click.echo(f"run folder: {result.run_dir}")
+
+
+def _os_error(error: OSError) -> str:
+    """One line for an operating-system error (disk full, permissions)."""
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{error.strerror or error}"
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 def evaluate(run_dir: Path) -> None:
     """Re-evaluate a run's analyses hard with pyhf (rewrites summary.json)."""
-    from neosx.run import RunError, evaluate_run, load_run
+    from neosx.run import evaluate_run, failed_evaluations, load_run
+    from neosx.runfolder import RunError
 
     _setup_jax()
     try:
@@ -119,7 +161,12 @@ def evaluate(run_dir: Path) -> None:
         study, _ = load_run(run_dir)
     except (ConfigError, RunError) as error:
         _fail(str(error))
+    except OSError as error:
+        _fail(_os_error(error), code=1)
     click.echo(_summary_table(summary, study.evaluation.cl))
+    failed = failed_evaluations(summary)
+    if failed:
+        _fail(failed, code=1)
 
 
 @main.command()
@@ -131,7 +178,8 @@ def evaluate(run_dir: Path) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
 def export(run_dir: Path, path: Path, analysis: str, overwrite: bool) -> None:
     """Write the pyhf workspace of a run's hard analysis (for `pyhf cls`)."""
-    from neosx.run import RunError, export_workspace
+    from neosx.run import export_workspace
+    from neosx.runfolder import RunError
 
     _setup_jax()
     try:
@@ -146,10 +194,13 @@ def export(run_dir: Path, path: Path, analysis: str, overwrite: bool) -> None:
 def plot(run_dir: Path) -> None:
     """(Re)draw a run's plots into RUN_DIR/plots."""
     from neosx.plot import plot_run
+    from neosx.runfolder import RunError, locked, record
 
     try:
-        written = plot_run(run_dir)
-    except FileNotFoundError as error:
+        with locked(run_dir, "neosx plot"):
+            written = plot_run(run_dir)
+            record(run_dir, written)
+    except (FileNotFoundError, RunError) as error:
         _fail(str(error))
     for path in written:
         click.echo(str(path))

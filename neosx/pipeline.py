@@ -90,6 +90,29 @@ def _placeholder(sample: SampleConfig, n_bins: int, staterror: str) -> dict[str,
     return entry
 
 
+def background_groups(background: np.ndarray) -> list[list[int]]:
+    """Bins grouped so that every group holds background: each bin without background
+    (at most 1e-12 of the total) joins the group on its left (leading ones: the first group).
+
+    Raises:
+        ValueError: No bin holds background.
+    """
+    has = background > 1e-12 * max(float(np.sum(background)), 0.0)
+    if not has.any():
+        raise ValueError("no bin of the hard analysis holds background: no workspace can be built")
+    groups: list[list[int]] = []
+    leading: list[int] = []
+    for index, filled in enumerate(has):
+        if filled:
+            groups.append([*leading, index])
+            leading = []
+        elif groups:
+            groups[-1].append(index)
+        else:
+            leading.append(index)
+    return groups
+
+
 @dataclass(frozen=True)
 class Analysis:
     """A configured analysis: ``outputs(params, batch, hard=...)`` and its likelihood.
@@ -148,27 +171,48 @@ class Analysis:
         parameters.append({"name": config.poi, "bounds": [[0.0, POI_UPPER_BOUND]]})
         return workspace
 
-    def workspace(self, yields: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    def workspace(
+        self, yields: Mapping[str, Mapping[str, Any]], *, report: bool = False
+    ) -> dict[str, Any] | tuple[dict[str, Any], list[list[int]]]:
         """The pyhf workspace of concrete yields (as :meth:`outputs` returns them, hard).
 
-        Bins in which no sample has nominal events are left out: they hold no events of the
-        nominal model, and a histosys whose variation fills such a bin makes pyhf's
-        interpolation (code 4p) predict negative rates, on which pyhf's fit fails.
+        Every bin without background is merged into its nearest background-bearing bin on
+        the left (the first ones: on the right); all of a sample's histograms (nominal,
+        histosys, Σw²) are summed the same way. A bin without background has no events
+        under the background-only hypothesis, and pyhf's fits fail on it (or, if no
+        sample fills it, its histosys interpolation may predict negative rates).
         Observations are the background-only Asimov counts (the summed background nominal),
         so the observed CLs of the workspace is the median expected CLs.
 
+        Args:
+            yields: The hard yields.
+            report: Also return the merged bins.
+
+        Returns:
+            The workspace; with ``report``, ``(workspace, groups)`` where ``groups`` lists
+            the original bins of each merged bin, empty if no bin was merged.
+
         Raises:
-            ValueError: Every bin is empty.
+            ValueError: No bin holds background.
         """
         channel = {
             sample: jax.tree.map(np.asarray, entry)
             for sample, entry in yields[self.config.channel].items()
         }
-        occupied = np.sum([entry["data"] for entry in channel.values()], axis=0) > 0
-        if not occupied.any():
-            raise ValueError("every bin of the analysis is empty: no workspace can be built")
-        kept = jax.tree.map(lambda a: a[occupied] if np.ndim(a) == 1 else a, channel)
-        return self._workspace(self.config, kept)
+        roles = {s.name: s.role for s in self.config.samples}
+        background = np.sum(
+            [entry["data"] for name, entry in channel.items() if roles[name] == "background"],
+            axis=0,
+        )
+        groups = background_groups(background)
+        merge = np.zeros((len(groups), background.shape[0]))
+        for row, group in enumerate(groups):
+            merge[row, group] = 1.0
+        merged = jax.tree.map(lambda a: merge @ a if np.ndim(a) == 1 else a, channel)
+        workspace = self._workspace(self.config, merged)
+        if not report:
+            return workspace
+        return workspace, groups if len(groups) < background.shape[0] else []
 
     # -- parameters ------------------------------------------------------------------------
 

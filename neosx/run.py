@@ -3,16 +3,22 @@
 A run folder holds everything needed to reproduce and inspect a result::
 
     config.yaml          the resolved configuration (after --set overrides)
-    run.json             neosx and package versions, seed, command, status, wall times
+    run.json             neosx and package versions, seed, command (and those of resumes),
+                         status (running / completed / stopped / interrupted / failed),
+                         message, wall times accumulated over resumes
     metrics.jsonl        one record per logged training step (and hard evaluations)
     checkpoints/<analysis>/step_XXXXXXX.npz
     evaluation.json      hard histograms, edges, cuts and pyhf figures per analysis
     summary.json         {"optimised": {cls, cls_band, z0, upper_limit, ...}, "baseline": ...}
     workspaces/<analysis>.json   pyhf workspaces of the hard analyses
     plots/*.png
+    manifest.json        every file above that neosx wrote (``--overwrite`` removes only those)
 
-The analyses are ``initial`` (the untrained starting point), ``optimised`` (trained on the
+One process writes into a run folder at a time (a lock; see :mod:`neosx.runfolder`). The
+analyses are ``initial`` (the untrained starting point), ``optimised`` (trained on the
 study's objective) and ``baseline`` (the same observable trained on BCE, by default).
+Whatever happens after training (pyhf failing on a hard analysis, an interrupt) keeps
+the checkpoints, so ``neosx evaluate`` can redo the evaluation.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -36,6 +41,15 @@ from neosx.data import load_events
 from neosx.evaluate import hard_histograms, hard_workspace, pyhf_figures
 from neosx.infer.fit import require_float64
 from neosx.pipeline import Analysis, Params
+from neosx.runfolder import (
+    LOCK,
+    RunError,
+    atomic_write,
+    clear,
+    locked,
+    record,
+    write_json,
+)
 from neosx.train import latest_checkpoint, load_checkpoint, make_optimizer, train_analysis
 
 __all__ = [
@@ -51,18 +65,16 @@ __all__ = [
 PACKAGES = ("neosx", "jax", "jaxlib", "optax", "pyhf", "numpy", "scipy", "pydantic")
 
 
-class RunError(RuntimeError):
-    """A run folder cannot be created, resumed or read (the message says why)."""
-
-
 class RunResult(NamedTuple):
     """What :func:`run_study` produced.
 
     Attributes:
         run_dir: The run folder.
-        status: ``"completed"`` or ``"stopped"`` (non-finite values in training).
-        message: Why it stopped (empty when completed).
-        summary: The hard figures per analysis (``summary.json``); empty when stopped.
+        status: ``"completed"``; ``"stopped"`` (non-finite or diverging values in
+            training); ``"interrupted"`` (Ctrl-C, checkpointed); ``"failed"`` (trained, but
+            the hard evaluation of an analysis failed; ``neosx evaluate`` retries it).
+        message: Why it did not complete (empty when completed).
+        summary: The hard figures per analysis (``summary.json``); empty unless evaluated.
     """
 
     run_dir: Path
@@ -81,25 +93,20 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2) + "\n")
-
-
 def _prepare(run_dir: Path, overwrite: bool) -> None:
-    """Create an empty run folder; an existing one is replaced only with ``overwrite``."""
-    if run_dir.exists() and any(run_dir.iterdir()):
+    """Make ``run_dir`` (locked by the caller) ready for a new run.
+
+    A non-empty folder is refused unless ``overwrite``; then exactly the files of its
+    manifest are removed (a folder without one is refused). A user's own files are never
+    removed or overwritten.
+    """
+    if any(path.name != LOCK for path in run_dir.iterdir()):
         if not overwrite:
             raise RunError(
                 f"run folder {run_dir} exists; pass --overwrite to replace it or "
                 f"--resume {run_dir} to continue it"
             )
-        if not (run_dir / "run.json").is_file():
-            raise RunError(
-                f"{run_dir} is not a neosx run folder (no run.json); refusing to overwrite it"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        clear(run_dir)
 
 
 def load_run(run_dir: str | Path) -> tuple[StudyConfig, dict[str, Any]]:
@@ -137,28 +144,57 @@ def _labels(config: StudyConfig) -> tuple[str, ...]:
 def _record(analysis: Analysis, params: Params, events: Mapping[str, Any]) -> dict[str, Any]:
     """Hard histograms, edges, cut thresholds and pyhf figures of one analysis."""
     histograms = hard_histograms(analysis, params, events)
-    workspace = analysis.workspace(histograms)
-    return {
+    entry: dict[str, Any] = {
         "edges": [float(e) for e in analysis.edges(params)],
         "cuts": [float(t) for t in analysis.thresholds(params)],
         "histograms": jax.tree.map(lambda a: a.tolist(), histograms)[analysis.config.channel],
-        "figures": pyhf_figures(workspace, analysis.config.evaluation),
-        "workspace": workspace,
     }
+    figures, workspace = _hard_figures(analysis, histograms)
+    entry["figures"] = figures
+    return entry if workspace is None else entry | {"workspace": workspace}
+
+
+def _hard_figures(
+    analysis: Analysis, histograms: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """pyhf's figures of hard histograms and their workspace (with the bins merged, if any).
+
+    A failure of the workspace or of pyhf's fits is returned as ``({"status": "failed",
+    "reason": ...}, None)`` instead of raised, so the other analyses are still reported.
+    """
+    try:
+        workspace, merged = analysis.workspace(histograms, report=True)
+        figures = pyhf_figures(workspace, analysis.config.evaluation)
+    except Exception as error:  # pyhf's optimiser failing is data about this analysis
+        reason = " ".join(str(error).split()) or "(no message)"
+        return {"status": "failed", "reason": f"{type(error).__name__}: {reason}"}, None
+    return (figures | {"merged_bins": merged} if merged else figures), workspace
 
 
 def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     """Evaluate every analysis of a run hard with pyhf; write the results.
 
-    Writes ``evaluation.json``, ``summary.json`` and ``workspaces/<analysis>.json``.
+    Writes ``evaluation.json``, ``summary.json`` and ``workspaces/<analysis>.json``; a run
+    whose evaluation had failed becomes ``completed`` in ``run.json`` when it now succeeds.
 
     Returns:
-        The summary ``{analysis: {"cls", "cls_band", "z0", "upper_limit", ...}}``.
+        The summary ``{analysis: {"cls", "cls_band", "z0", "upper_limit", ...}}``; an
+        analysis whose evaluation failed has ``{"status": "failed", "reason": ...}``.
+
+    Raises:
+        RunError: Not a run folder, or another process is writing into it.
     """
     run_dir = Path(run_dir)
     config, _ = load_run(run_dir)
-    test_events = load_events(config.data, "test", config.seed)
-    return _evaluate(Analysis.from_config(config), run_dir, test_events)
+    with locked(run_dir, "neosx evaluate"):
+        test_events = load_events(config.data, "test", config.seed)
+        summary = _evaluate(Analysis.from_config(config), run_dir, test_events)
+        info_path = run_dir / "run.json"
+        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        if info.get("status") in ("completed", "failed"):
+            failed = failed_evaluations(summary)
+            _finish(run_dir, info, "failed" if failed else "completed", failed)
+    return summary
 
 
 def _evaluate(
@@ -169,10 +205,12 @@ def _evaluate(
     params = {"initial": analysis.initial_params()}
     params |= {label: trained_params(analysis, run_dir, label) for label in _labels(config)}
     records = {label: _record(analysis, p, test_events) for label, p in params.items()}
-    for label, record in records.items():
-        _write_json(run_dir / "workspaces" / f"{label}.json", record.pop("workspace"))
-    _write_json(
-        run_dir / "evaluation.json",
+    for label, entry in records.items():
+        if "workspace" in entry:
+            write_json(run_dir, f"workspaces/{label}.json", entry.pop("workspace"))
+    write_json(
+        run_dir,
+        "evaluation.json",
         {
             "channel": config.channel,
             "samples": [{"name": s.name, "role": s.role} for s in config.samples],
@@ -181,9 +219,18 @@ def _evaluate(
             "analyses": records,
         },
     )
-    summary = {label: record["figures"] for label, record in records.items()}
-    _write_json(run_dir / "summary.json", summary)
+    summary = {label: entry["figures"] for label, entry in records.items()}
+    write_json(run_dir, "summary.json", summary)
     return summary
+
+
+def failed_evaluations(summary: Mapping[str, Any]) -> str:
+    """One line naming each analysis whose hard evaluation failed and why ("" if none)."""
+    return "; ".join(
+        f"hard evaluation of {label} failed: {figures['reason']}"
+        for label, figures in summary.items()
+        if figures.get("status") == "failed"
+    )
 
 
 def export_workspace(
@@ -210,7 +257,11 @@ def export_workspace(
     else:
         params = trained_params(built, run_dir, analysis)
     events = load_events(config.data, "test", config.seed)
-    _write_json(path, hard_workspace(built, params, events))
+    text = json.dumps(hard_workspace(built, params, events), indent=2) + "\n"
+    try:
+        atomic_write(path, lambda handle: handle.write(text))
+    except OSError as error:
+        raise RunError(f"cannot write {path}: {error.strerror}") from None
     return path
 
 
@@ -226,12 +277,16 @@ def run_study(
 ) -> RunResult:
     """Train the optimised and baseline analyses, evaluate them hard, write the run folder.
 
+    The folder is locked for the whole run. An interrupt (``KeyboardInterrupt``) checkpoints
+    the step reached and returns status ``"interrupted"``; a hard evaluation that fails is
+    recorded (status ``"failed"``) with every checkpoint kept.
+
     Args:
         config: The validated study.
         raw: Its resolved mapping (stored as ``config.yaml``).
         run_dir: The run folder.
         resume: Continue the run in ``run_dir`` from its checkpoints.
-        overwrite: Replace an existing run folder.
+        overwrite: Replace an existing run folder (only the files neosx wrote).
         progress: Show progress bars.
         command: The command line, for ``run.json``.
 
@@ -239,67 +294,118 @@ def run_study(
         :class:`RunResult`.
 
     Raises:
-        RunError: The folder exists (without ``overwrite`` / ``resume``) or cannot be
-            resumed.
+        RunError: The folder exists (without ``overwrite`` / ``resume``), is in use by
+            another process, or cannot be resumed or written.
         RuntimeError: JAX's float64 mode is off (statistics need it).
     """
     require_float64()
     run_dir = Path(run_dir)
+    command = list(command or sys.argv)
+    if resume and not (run_dir / "run.json").is_file():
+        raise RunError(f"cannot resume {run_dir}: not a neosx run folder (no run.json)")
+    with locked(run_dir, "neosx run"):
+        try:
+            info = _start(run_dir, config, raw, command, resume=resume, overwrite=overwrite)
+        except OSError as error:
+            raise RunError(f"cannot write into run folder {run_dir}: {error.strerror}") from None
+        try:
+            status, message, summary = _train_and_evaluate(
+                config, run_dir, info, resume=resume, progress=progress
+            )
+        except KeyboardInterrupt:
+            status, message, summary = "interrupted", "interrupted; --resume continues it", {}
+        except BaseException as error:
+            _finish(run_dir, info, "failed", " ".join(str(error).split()))
+            raise
+        _finish(run_dir, info, status, message)
+    return RunResult(run_dir, status, message, summary)
+
+
+def _start(
+    run_dir: Path, config: StudyConfig, raw: Mapping[str, Any], command: list[str], *,
+    resume: bool, overwrite: bool,
+) -> dict[str, Any]:
+    """Prepare (or reopen) the locked folder; ``run.json`` as it stands at the start."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     if resume:
-        if not (run_dir / "run.json").is_file():
-            raise RunError(f"cannot resume {run_dir}: not a neosx run folder (no run.json)")
         info = json.loads((run_dir / "run.json").read_text())
+        info.setdefault("resumes", []).append({"command": command, "at": now})
     else:
         _prepare(run_dir, overwrite)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(dict(raw), sort_keys=False))
+        config_path = run_dir / "config.yaml"
+        text = yaml.safe_dump(dict(raw), sort_keys=False)
+        atomic_write(config_path, lambda handle: handle.write(text))
+        record(run_dir, [config_path])
         info = {
             "study": config.name,
             "seed": config.seed,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "created": now,
+            "command": command,
             "versions": _versions(),
             "wall_s": {},
         }
-    info |= {"command": list(command or sys.argv), "status": "running", "message": ""}
-    _write_json(run_dir / "run.json", info)
+    info |= {"status": "running", "message": ""}
+    write_json(run_dir, "run.json", info)
+    return info
+
+
+def _finish(run_dir: Path, info: dict[str, Any], status: str, message: str) -> None:
+    """Record the run's final status (best effort: the folder may have become unwritable)."""
+    info |= {"status": status, "message": message}
+    try:
+        write_json(run_dir, "run.json", info)
+    except OSError:
+        pass
+
+
+def _train_and_evaluate(
+    config: StudyConfig, run_dir: Path, info: dict[str, Any], *, resume: bool, progress: bool
+) -> tuple[str, str, dict[str, Any]]:
+    """The body of :func:`run_study`: ``(status, message, summary)``."""
+    wall = info["wall_s"]
+
+    def timed(phase: str, began: float) -> None:
+        wall[phase] = wall.get(phase, 0.0) + time.perf_counter() - began
+        write_json(run_dir, "run.json", info)
 
     train_events = load_events(config.data, "train", config.seed)
     test_events = load_events(config.data, "test", config.seed)
     analysis = Analysis.from_config(config, train_events)
 
     def hard(params: Params) -> dict[str, Any]:
-        return pyhf_figures(hard_workspace(analysis, params, test_events), config.evaluation)
+        return _hard_figures(analysis, hard_histograms(analysis, params, test_events))[0]
 
     objectives = {"optimised": config.training.objective, "baseline": config.baseline.objective}
     steps = {"optimised": config.training.steps, "baseline": config.baseline.steps}
     for label in _labels(config):
         began = time.perf_counter()
-        result = train_analysis(
-            analysis,
-            train_events,
-            objective=objectives[label],
-            training=config.training,
-            evaluation=config.evaluation,
-            seed=config.seed,
-            run_dir=run_dir,
-            label=label,
-            steps=steps[label],
-            resume=resume,
-            progress=progress,
-            hard_evaluation=hard,
-        )
-        info["wall_s"][label] = info["wall_s"].get(label, 0.0) + time.perf_counter() - began
+        try:
+            result = train_analysis(
+                analysis,
+                train_events,
+                objective=objectives[label],
+                training=config.training,
+                evaluation=config.evaluation,
+                seed=config.seed,
+                run_dir=run_dir,
+                label=label,
+                steps=steps[label],
+                resume=resume,
+                progress=progress,
+                hard_evaluation=hard,
+            )
+        finally:
+            timed(label, began)
         if result.status != "completed":
-            info |= {"status": "stopped", "message": result.message}
-            _write_json(run_dir / "run.json", info)
-            return RunResult(run_dir, "stopped", result.message, {})
-        _write_json(run_dir / "run.json", info)
+            return result.status, result.message, {}
 
     began = time.perf_counter()
-    summary = _evaluate(analysis, run_dir, test_events)
-    info["wall_s"]["evaluation"] = time.perf_counter() - began
-    from neosx.plot import plot_run
+    try:
+        summary = _evaluate(analysis, run_dir, test_events)
+        from neosx.plot import plot_run
 
-    plot_run(run_dir)
-    info["status"] = "completed"
-    _write_json(run_dir / "run.json", info)
-    return RunResult(run_dir, "completed", "", summary)
+        record(run_dir, plot_run(run_dir))
+    finally:
+        timed("evaluation", began)
+    failed = failed_evaluations(summary)
+    return ("failed", failed, summary) if failed else ("completed", "", summary)

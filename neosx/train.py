@@ -5,16 +5,20 @@ exactly the batches of an uninterrupted one); one jitted function then evaluates
 analysis and the loss, differentiates through the fits (implicitly) and applies the optax
 update. Checkpoints hold
 the parameters, the optimiser state, the step and the seed, written atomically; metrics are
-appended to ``metrics.jsonl``. A non-finite loss, figure or gradient stops the run cleanly:
-the last good state is checkpointed and the message names the quantity and the step.
+appended to ``metrics.jsonl`` (strict JSON: a non-finite number is ``null``).
+
+A step that would leave the run in a bad state stops it cleanly instead: a non-finite loss,
+figure, gradient or *updated* parameter, a diverging loss (``|loss| > DIVERGED_LOSS``) or
+trainable bin edges collapsing onto each other (a bin narrower than ``COLLAPSED_BIN`` of the
+histogram range). The state before that step, which is finite, is checkpointed, and the
+message names the quantity and the step. An interrupt (Ctrl-C) checkpoints the steps
+completed so far; resuming continues exactly.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,6 +33,7 @@ from tqdm.auto import tqdm
 from neosx.config import EvaluationConfig, OptimizerConfig, ScheduleConfig, TrainingConfig
 from neosx.objectives import make_loss
 from neosx.pipeline import Analysis, Knobs, Params
+from neosx.runfolder import atomic_write, dumps, record
 
 __all__ = [
     "TrainResult",
@@ -43,6 +48,10 @@ __all__ = [
 _CHECKPOINT = re.compile(r"^step_(\d{7})\.npz$")
 KEEP_CHECKPOINTS = 3
 """Periodic checkpoints kept per analysis (older ones are removed)."""
+DIVERGED_LOSS = 1e10
+"""A loss larger than this in magnitude stops training as diverged."""
+COLLAPSED_BIN = 1e-9
+"""Trainable edges whose narrowest bin is below this fraction of the range have collapsed."""
 
 
 class TrainResult(NamedTuple):
@@ -51,13 +60,14 @@ class TrainResult(NamedTuple):
     Attributes:
         params: The final (or last good) parameters.
         step: Steps completed.
-        status: ``"completed"`` or ``"stopped"`` (non-finite values).
+        status: ``"completed"``, ``"stopped"`` (non-finite or diverging values) or
+            ``"interrupted"`` (Ctrl-C; the completed steps are checkpointed).
         message: Why it stopped (empty when completed).
     """
 
     params: Params
     step: int
-    status: Literal["completed", "stopped"]
+    status: Literal["completed", "stopped", "interrupted"]
     message: str
 
 
@@ -109,13 +119,14 @@ def save_checkpoint(
     Returns:
         The checkpoint path.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     leaves = jax.tree.leaves((params, opt_state))
     arrays = {f"leaf_{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     path = directory / f"step_{step:07d}.npz"
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
-        np.savez(handle, step=step, seed=seed, n_leaves=len(leaves), **arrays)
-    os.replace(handle.name, path)
+    atomic_write(
+        path,
+        lambda handle: np.savez(handle, step=step, seed=seed, n_leaves=len(leaves), **arrays),
+        binary=True,
+    )
     for old in sorted(p for p in directory.iterdir() if _CHECKPOINT.match(p.name))[
         :-KEEP_CHECKPOINTS
     ]:
@@ -160,15 +171,15 @@ def _truncate_metrics(path: Path, label: str, step: int) -> None:
     kept = [
         line for line in path.read_text().splitlines()
         if line and not (
-            (record := json.loads(line))["analysis"] == label and record["step"] > step
+            (entry := json.loads(line))["analysis"] == label and entry["step"] > step
         )
     ]
-    path.write_text("".join(line + "\n" for line in kept))
+    atomic_write(path, lambda handle: handle.write("".join(line + "\n" for line in kept)))
 
 
-def _append(path: Path, record: Mapping[str, Any]) -> None:
+def _append(path: Path, entry: Mapping[str, Any]) -> None:
     with path.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
+        handle.write(dumps(entry) + "\n")
 
 
 def _first_bad(tree: Any, prefix: str) -> str | None:
@@ -227,7 +238,8 @@ def train_analysis(
         resume: Continue from the latest checkpoint of ``label`` if there is one.
         progress: Show a progress bar.
         hard_evaluation: ``fn(params) -> figures``, called every ``training.evaluate_every``
-            steps; its result is logged as ``{"hard": figures}``.
+            steps; its result is logged as ``{"hard": figures}`` (it reports a failure of
+            pyhf's fits as figures, it does not raise).
 
     Returns:
         :class:`TrainResult`. A non-finite value stops the loop (status ``"stopped"``)
@@ -242,6 +254,13 @@ def train_analysis(
     events = {name: jnp.asarray(array, jnp.float64) for name, array in events.items()}
     sizes = {name: array.shape[0] for name, array in events.items()}
 
+    def _narrowest_bin(params: Params) -> jax.Array:
+        """The narrowest bin as a fraction of the histogram range (1 for fixed edges)."""
+        if "edges" not in params:
+            return jnp.asarray(1.0)
+        low, high = analysis.config.histogram.range
+        return jnp.min(jnp.diff(analysis.edges(params))) / (high - low)
+
     @jax.jit
     def step_fn(params: Params, opt_state: Any, step: jax.Array, indices: dict) -> tuple:
         batch = {name: events[name][index] for name, index in indices.items()}
@@ -252,12 +271,18 @@ def train_analysis(
 
         (value, figures), grads = jax.value_and_grad(loss, has_aux=True)(params)
         updates, new_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
         finite = {
             "loss": jnp.isfinite(value),
             "figures": {k: jnp.all(jnp.isfinite(v)) for k, v in figures.items()},
             "gradient": jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads),
+            "parameter": jax.tree.map(lambda p: jnp.all(jnp.isfinite(p)), new_params),
+            "optimiser state": jnp.all(jnp.asarray(
+                [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(new_state)
+                 if jnp.issubdtype(jnp.result_type(x), jnp.inexact)] or [True]
+            )),
         }
-        return optax.apply_updates(params, updates), new_state, value, figures, finite
+        return new_params, new_state, value, figures, finite, _narrowest_bin(new_params)
 
     params = analysis.initial_params(seed)
     opt_state = optimizer.init(params)
@@ -268,33 +293,35 @@ def train_analysis(
     if latest is not None:
         start, params, opt_state = load_checkpoint(latest, (params, opt_state))
     _truncate_metrics(metrics_path, label, start)
+    metrics_path.touch()
+    record(run_dir, [metrics_path])
+
+    def checkpoint(done: int) -> None:
+        record(run_dir, [save_checkpoint(checkpoints, done, seed, params, opt_state)])
 
     bar = tqdm(total=total, initial=start, desc=label, disable=not progress, leave=True)
+    completed = start  # steps whose update is in params (what an interrupt checkpoints)
     try:
         for step in range(start, total):
             began = time.perf_counter()
             indices = _minibatch(seed, step, sizes, training.batch_size)
-            new_params, new_state, value, figures, finite = step_fn(
+            new_params, new_state, value, figures, finite, narrowest = step_fn(
                 params, opt_state, jnp.asarray(step), indices
             )
             value = float(value)
-            bad = (
-                (None if bool(finite["loss"]) else "loss")
-                or _first_bad(finite["figures"], "objective ")
-                or _first_bad(finite["gradient"], "gradient of params")
-            )
+            bad = _problem(finite, value, float(narrowest))
             if bad is not None:
-                save_checkpoint(checkpoints, step, seed, params, opt_state)
+                checkpoint(step)
                 message = (
-                    f"{label}: non-finite {bad} at step {step}; stopped, last good state "
-                    f"checkpointed at step {step}"
+                    f"{label}: {bad} at step {step}; stopped, last good state checkpointed "
+                    f"at step {step}"
                 )
                 _append(metrics_path, {"analysis": label, "step": step, "stopped": message})
                 return TrainResult(params, step, "stopped", message)
             params, opt_state = new_params, new_state
-            done = step + 1
+            done = completed = step + 1
             if done % training.log_every == 0 or done == total:
-                record = {
+                entry = {
                     "analysis": label,
                     "step": done,
                     "loss": value,
@@ -304,20 +331,45 @@ def train_analysis(
                     "time_s": time.perf_counter() - began,
                 }
                 if slopes:
-                    record["slopes"] = [float(s(step)) for s in slopes]
-                _append(metrics_path, record)
+                    entry["slopes"] = [float(s(step)) for s in slopes]
+                _append(metrics_path, entry)
             if hard_evaluation is not None and training.evaluate_every and (
                 done % training.evaluate_every == 0
             ):
-                _append(
-                    metrics_path,
-                    {"analysis": label, "step": done, "hard": hard_evaluation(params)},
-                )
+                hard = hard_evaluation(params)
+                _append(metrics_path, {"analysis": label, "step": done, "hard": hard})
             if done % training.checkpoint_every == 0 or done == total:
-                save_checkpoint(checkpoints, done, seed, params, opt_state)
+                checkpoint(done)
             bar.update(1)
             shown = {name: f"{float(v):.4g}" for name, v in figures.items()}
             bar.set_postfix(loss=f"{value:.4g}", **shown, refresh=False)
+    except KeyboardInterrupt:
+        checkpoint(completed)
+        message = (
+            f"{label}: interrupted after step {completed}; checkpointed, --resume continues it"
+        )
+        return TrainResult(params, completed, "interrupted", message)
     finally:
         bar.close()
     return TrainResult(params, total, "completed", "")
+
+
+def _problem(finite: Mapping[str, Any], loss: float, narrowest: float) -> str | None:
+    """What is wrong with a step's outcome (``None``: nothing)."""
+    bad = (
+        (None if bool(finite["loss"]) else "loss")
+        or _first_bad(finite["figures"], "objective ")
+        or _first_bad(finite["gradient"], "gradient of params")
+        or _first_bad(finite["parameter"], "updated params")
+        or (None if bool(finite["optimiser state"]) else "optimiser state")
+    )
+    if bad is not None:
+        return f"non-finite {bad}"
+    if abs(loss) > DIVERGED_LOSS:
+        return f"diverged: loss {loss:.3g} beyond {DIVERGED_LOSS:.0e}"
+    if narrowest < COLLAPSED_BIN:
+        return (
+            f"bin edges collapsed: the narrowest bin is {narrowest:.3g} of the histogram range "
+            f"(below {COLLAPSED_BIN:g})"
+        )
+    return None

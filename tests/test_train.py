@@ -90,7 +90,7 @@ def test_existing_run_folder_is_never_overwritten(tiny_run: Path, tmp_path: Path
     user_folder = tmp_path / "notes"
     user_folder.mkdir()
     (user_folder / "mine.txt").write_text("keep me")
-    with pytest.raises(RunError, match="not a neosx run folder"):
+    with pytest.raises(RunError, match="holds no neosx manifest"):
         run_study(config, raw, user_folder, overwrite=True, progress=False)
     assert (user_folder / "mine.txt").read_text() == "keep me"
 
@@ -101,15 +101,18 @@ def test_killed_run_resumed_equals_uninterrupted_run(
     config, raw = _tiny()
     original = neosx.train.save_checkpoint
 
+    class Killed(BaseException):
+        """The process dies (nothing of neosx's handles it)."""
+
     def killed_after_step_4(directory: Path, step: int, *args: Any) -> Path:
         path = original(directory, step, *args)
         if directory.name == "optimised" and step == 4:
-            raise KeyboardInterrupt  # the process dies right after this checkpoint
+            raise Killed  # the process dies right after this checkpoint
         return path
 
     monkeypatch.setattr(neosx.train, "save_checkpoint", killed_after_step_4)
     run_dir = tmp_path / "killed"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         run_study(config, raw, run_dir, progress=False)
     monkeypatch.undo()
     assert not (run_dir / "summary.json").exists()
@@ -118,6 +121,41 @@ def test_killed_run_resumed_equals_uninterrupted_run(
     assert _training_records(run_dir) == _training_records(tiny_run)
     resumed = json.loads((run_dir / "summary.json").read_text())
     assert resumed == json.loads((tiny_run / "summary.json").read_text())
+
+
+def test_interrupt_checkpoints_the_step_reached_and_resume_is_exact(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during step 5 (checkpoints every 2): step 5's state is kept, not step 4's."""
+    config, raw = _tiny()
+    original = neosx.train._minibatch
+    calls = []
+
+    def interrupted_at_step_5(seed: int, step: int, *args: Any) -> dict:
+        calls.append(step)
+        if step == 5 and len(calls) == 6:
+            raise KeyboardInterrupt
+        return original(seed, step, *args)
+
+    monkeypatch.setattr(neosx.train, "_minibatch", interrupted_at_step_5)
+    run_dir = tmp_path / "interrupted"
+    result = run_study(config, raw, run_dir, progress=False, command=["neosx", "run", "x"])
+    assert result.status == "interrupted" and "interrupted after step 5" in result.message
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "interrupted" and info["message"] == result.message
+    assert latest_checkpoint(run_dir / "checkpoints" / "optimised").name == "step_0000005.npz"
+    assert not (run_dir / ".neosx.lock").exists()
+    first_wall = info["wall_s"]["optimised"]
+    result = run_study(config, raw, run_dir, resume=True, progress=False, command=["resume"])
+    assert result.status == "completed"
+    assert _training_records(run_dir) == _training_records(tiny_run)
+    assert json.loads((run_dir / "summary.json").read_text()) == json.loads(
+        (tiny_run / "summary.json").read_text()
+    )
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["command"] == ["neosx", "run", "x"]  # the original command is kept
+    assert [r["command"] for r in info["resumes"]] == [["resume"]]
+    assert info["wall_s"]["optimised"] > first_wall  # wall times accumulate over resumes
 
 
 def test_non_finite_loss_stops_cleanly_and_keeps_the_last_good_state(
