@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pyhf
 
-from neosx.histfactory.interpolation import HISTOSYS_CODES, NORMSYS_CODES
 from neosx.histfactory.modifiers import COMPILERS, LayoutBuilder, Site, padded_index
 
 __all__ = ["Layout", "compile_layout", "frozen_array"]
@@ -122,14 +121,9 @@ def _staterror_bins(spec: Mapping[str, Any], first_bin: Mapping[str, int]) -> di
 
 
 def _interpcode(model: pyhf.pdf.Model, mtype: str) -> str:
-    """The interpolation code pyhf uses for a modifier type, checked to be supported."""
-    code = model.main_model.modifiers_appliers[mtype].interpcode
-    supported = NORMSYS_CODES if mtype == "normsys" else HISTOSYS_CODES
-    if code not in supported:
-        raise ValueError(
-            f"{mtype} interpolation {code!r} is not supported; use one of {sorted(supported)}"
-        )
-    return code
+    """The interpolation code pyhf uses for a modifier type (checked before pyhf built the
+    model: :func:`~neosx.histfactory._checks.check_interpcodes`)."""
+    return model.main_model.modifiers_appliers[mtype].interpcode
 
 
 def _dense(
@@ -157,9 +151,6 @@ def compile_layout(spec: Mapping[str, Any], model: pyhf.pdf.Model) -> Layout:
 
     Returns:
         The static layout.
-
-    Raises:
-        ValueError: If pyhf was configured with an unsupported interpolation code.
 
     Example:
         >>> spec = {"channels": [{"name": "SR", "samples": [{"name": "s", "data": [5.0],

@@ -14,6 +14,14 @@ from jax import Array
 from jax.typing import ArrayLike
 
 from neosx.histfactory import likelihood
+from neosx.histfactory._checks import (
+    check_interpcodes,
+    check_values,
+    check_within_bounds,
+    checked_data,
+    checked_shape,
+    is_traced,
+)
 from neosx.histfactory.config import HistFactoryConfig
 from neosx.histfactory.layout import Layout, compile_layout
 from neosx.histfactory.likelihood import OverrideSlot, Prepared
@@ -24,6 +32,11 @@ __all__ = ["HistFactory"]
 
 Yields = Mapping[str, Mapping[str, Any]] | Prepared
 
+#: What a concrete override value must be, by the kind of data it replaces: yields and Σw²
+#: (or absolute uncertainties) >= 0, normsys factors > 0 (pyhf takes their logarithms).
+_BOUND = {"data": "nonnegative", "histosys": "nonnegative", "staterror": "nonnegative",
+          "shapesys": "nonnegative", "normsys": "positive"}
+
 
 def _require_float64() -> None:
     if jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
@@ -31,20 +44,6 @@ def _require_float64() -> None:
             "HistFactory likelihoods need float64, but JAX runs in float32: call "
             'jax.config.update("jax_enable_x64", True) at start-up (or set JAX_ENABLE_X64=1)'
         )
-
-
-def _is_traced(*trees: Any) -> bool:
-    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(trees))
-
-
-def _checked_shape(name: str, value: Any, shapes: tuple[tuple[int, ...], ...]) -> Any:
-    """``value`` as an array (numpy and jax arrays pass as they are) of one of ``shapes``."""
-    if not isinstance(value, jax.Array | np.ndarray):
-        value = jnp.asarray(value, dtype=jnp.float64)  # also stacks lists of tracers
-    if tuple(value.shape) not in shapes:
-        expected = " or ".join(str(s) for s in shapes)
-        raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {expected}")
-    return value
 
 
 def _prepare(layout: Layout, slots: tuple[OverrideSlot, ...], values: Any) -> Prepared:
@@ -58,6 +57,14 @@ def _expected_data(
     if not include_auxdata:
         return main
     return jnp.concatenate([main, likelihood.expected_auxdata(layout, pars, prepared)])
+
+
+#: Fields of :class:`Prepared` that are finite for valid yields, and what it means if not.
+_PREPARED_CAUSES = (
+    (("nominal", "histosys_delta"), "the yields (nominal or histosys templates) are not finite"),
+    (("normal_scale", "normal_log_norm"), "a staterror or Gaussian width is 0 or not finite"),
+    (("poisson_factor", "auxdata"), "a shapesys scale factor or auxiliary datum is not finite"),
+)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -117,8 +124,11 @@ class HistFactory:
 
     Raises:
         ValueError: If pyhf rejects the input (schema, measurement, POI), an array has the
-            wrong length (naming channel, sample and modifier), or an interpolation code
-            is not supported (normsys: code1, code4; histosys: code0, code4p).
+            wrong length (naming channel, sample and modifier), a yield, histosys template
+            or staterror / shapesys uncertainty is negative or not finite, a normsys factor
+            is not > 0, a channel or sample name repeats, the measurement's bounds have
+            lower > upper (or an init lies outside them), or an interpolation code is not
+            supported (normsys: code1, code4; histosys: code0, code4p).
 
     Example:
         >>> import jax
@@ -148,12 +158,17 @@ class HistFactory:
     ) -> None:
         spec, poi, settings = resolve_source(source, poi_name=poi_name, measurement=measurement)
         settings = dict(modifier_settings) if modifier_settings is not None else settings
+        check_interpcodes(settings)
         with pyhf_boundary("the model spec"):
             kwargs = {} if settings is None else {"modifier_settings": settings}
             self.pyhf_model = pyhf.Model(spec, poi_name=poi, validate=False, **kwargs)
         self.spec: Mapping[str, Any] = self.pyhf_model.spec
         self._layout = compile_layout(self.spec, self.pyhf_model)
         self.config = HistFactoryConfig.from_pyhf(self.pyhf_model, self._layout)
+        check_within_bounds(
+            "suggested_init", self.config.suggested_init, self.config.suggested_bounds,
+            self.config.par_names,
+        )
         self._site_modifiers = {
             (channel["name"], sample["name"]): [(m["type"], m["name"]) for m in sample["modifiers"]]
             for channel in self.spec["channels"]
@@ -217,7 +232,7 @@ class HistFactory:
         yields hold their logarithms, they are packed too).
         """
         prepared = self.prepare(yields)
-        if prepared is not self._spec_prepared or not _is_traced(*operands):
+        if prepared is not self._spec_prepared or not is_traced(*operands):
             return prepared
         packed = jax.lax.optimization_barrier(jnp.asarray(self._spec_packed))
         fields, start = [], 0
@@ -245,7 +260,9 @@ class HistFactory:
             differentiable w.r.t. the override.
 
         Raises:
-            ValueError: If the override does not fit the model.
+            ValueError: If the override does not fit the model (names, shapes), or a
+                concrete value is invalid: a yield, template or Σw² (uncertainty) negative
+                or not finite, a normsys factor not > 0. Traced values are not checked.
             RuntimeError: If JAX runs in float32.
 
         Example:
@@ -301,13 +318,15 @@ class HistFactory:
                     )
             for key, value, shape, square, where in requests:
                 if value is not None:
-                    values.append(_checked_shape(where, value, (shape,)))
+                    value = checked_shape(where, value, (shape,))
+                    check_values(where, value, bound=_BOUND[key[0]])
+                    values.append(value)
                     slots.append((*self._layout.slots[key], square))
         return tuple(slots), tuple(values)
 
     def _pars(self, pars: ArrayLike) -> Array:
         _require_float64()
-        pars = _checked_shape("pars", pars, ((self.config.npars,),))
+        pars = checked_shape("pars", pars, ((self.config.npars,),))
         return jnp.asarray(pars, dtype=jnp.float64)
 
     def expected_rates_by_sample(self, pars: ArrayLike, yields: Yields | None = None) -> Array:
@@ -407,7 +426,8 @@ class HistFactory:
 
         Raises:
             ValueError: If ``pars``, ``data`` or the override do not fit the model, or (eager
-                calls) an expected rate is negative.
+                calls) ``data`` is not finite, a main count is negative, or an expected
+                rate is negative.
             RuntimeError: If JAX runs in float32.
 
         Example:
@@ -436,7 +456,7 @@ class HistFactory:
             parameter (so its Hessian is diagonal).
         """
         pars = self._pars(pars)
-        auxdata = _checked_shape("auxdata", auxdata, ((self.config.nauxdata,),))
+        auxdata = checked_shape("auxdata", auxdata, ((self.config.nauxdata,),))
         prepared = self._prepared_for(yields, pars, auxdata)
         return self._constraint(pars, jnp.asarray(auxdata, jnp.float64), prepared)
 
@@ -477,14 +497,68 @@ class HistFactory:
     def _evaluate(self, pars: ArrayLike, data: ArrayLike, yields: Yields | None,
                   relative: bool) -> Array:
         pars = self._pars(pars)
-        n_main, n_all = self.config.nmaindata, self.config.nmaindata + self.config.nauxdata
-        data = _checked_shape("data", data, ((n_all,), (n_main,)))
+        # values only in eager calls: inside a fit (traced pars) the data need no re-check
+        data = checked_data(self.config, data, values=not is_traced(pars))
         data = jnp.asarray(data, dtype=jnp.float64)
         prepared = self._prepared_for(yields, pars, data)
         value, min_rate = self._logpdf(pars, data, prepared, relative)
-        if not _is_traced(pars, data, prepared) and min_rate < 0:
+        if not is_traced(pars, data, prepared) and min_rate < 0:
             raise self._negative_rate_error(pars, prepared)
         return value
+
+    def diagnose(
+        self, pars: ArrayLike, data: ArrayLike, yields: Yields | None = None
+    ) -> tuple[str, ...]:
+        """Why the log-likelihood is not finite at ``pars``: one line per cause found.
+
+        For error messages (:class:`~neosx.infer.FitError` names them). Looks for non-finite
+        yields, normsys factors <= 0 (non-finite logarithms), zero or non-finite constraint
+        widths, invalid data, negative expected rates and empty bins holding data. Needs
+        concrete inputs (eager calls).
+
+        Args:
+            pars: Parameters (npars,).
+            data: Main counts, optionally followed by the auxiliary data.
+            yields: Optional yields override, or an already prepared one (unchecked).
+
+        Returns:
+            The causes found, possibly none.
+        """
+        pars = self._pars(pars)
+        prepared = self.prepare(yields)
+        finite = {name: np.isfinite(value) for name, value in prepared._asdict().items()}
+        causes = [
+            message for names, message in _PREPARED_CAUSES
+            if not all(finite[name].all() for name in names)
+        ]
+        for row in np.flatnonzero(~finite["normsys"].all(axis=(0, 2))):
+            name = self.config.par_names[self._layout.normsys_par[row]]
+            causes.append(f"normsys '{name}': a factor (hi or lo) is <= 0 or not finite")
+        for check in (lambda: check_values("pars", pars, bound="finite"),
+                      lambda: checked_data(self.config, data)):
+            try:
+                check()
+            except ValueError as error:
+                causes.append(str(error))
+        if causes:
+            return tuple(causes)
+        rates = np.asarray(self._by_sample(pars, prepared)).sum(axis=0)
+        if (rates < 0).any():
+            return (str(self._negative_rate_error(pars, prepared)).replace("\n", "; "),)
+        main = np.asarray(data)[: self.config.nmaindata]
+        for global_bin in np.flatnonzero((rates == 0) & (main > 0)):
+            channel, local = self._channel_bin(global_bin)
+            causes.append(
+                f"channel '{channel}' bin {local}: expected rate 0 but {main[global_bin]:.6g} "
+                "observed (log-likelihood -inf)"
+            )
+        return tuple(causes)
+
+    def _channel_bin(self, global_bin: int) -> tuple[str, int]:
+        """``(channel, bin within it)`` of a global main bin."""
+        slices = self.config.channel_slices
+        channel = next(c for c in self.config.channels if global_bin < slices[c].stop)
+        return channel, int(global_bin - slices[channel].start)
 
     def _negative_rate_error(self, pars: Array, prepared: Prepared) -> ValueError:
         """Describe where and why expected rates are negative."""
@@ -493,8 +567,7 @@ class HistFactory:
         layout, config = self._layout, self.config
         lines = []
         for global_bin in np.flatnonzero(rates.sum(axis=0) < 0):
-            channel = next(c for c in config.channels if global_bin < config.channel_slices[c].stop)
-            local = global_bin - config.channel_slices[channel].start
+            channel, local = self._channel_bin(global_bin)
             lines.append(
                 f"channel '{channel}' bin {local}: expected {rates[:, global_bin].sum():.6g}"
             )

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pyhf
 
+from neosx.histfactory._checks import check_parameters, check_unique, check_values
 from neosx.histfactory.yields import DATA_FIELDS, parse_histograms
 
 __all__ = ["PYHF_ERRORS", "build_spec", "check_spec", "pyhf_boundary", "resolve_source"]
@@ -98,6 +99,8 @@ def resolve_source(
             )
         spec = {"channels": workspace["channels"], "parameters": chosen["config"]["parameters"]}
         poi = chosen["config"]["poi"]
+        for observation in workspace["observations"]:
+            check_values(f"observations['{observation['name']}']", observation["data"])
     elif isinstance(source, Mapping) and "channels" in source:
         spec, poi, is_model_spec = dict(source), "mu", True
     else:
@@ -129,23 +132,31 @@ def _length_checked_arrays(modifier: Mapping[str, Any]) -> dict[str, Sequence[fl
 
 
 def check_spec(spec: Mapping[str, Any]) -> None:
-    """Validate a model spec with pyhf's schema, then check every array's length.
+    """Validate a model spec with pyhf's schema, then check every array's length and values.
 
     pyhf's own length errors do not say where; these name the channel, sample and modifier.
+    Values pyhf accepts but cannot evaluate (its likelihood is NaN there, and every fit
+    fails) are refused here, as are repeated names pyhf would silently drop.
 
     Args:
         spec: A pyhf model spec.
 
     Raises:
-        ValueError: If pyhf's schema rejects the spec (the message gives the JSON path), a
-            sample, histosys, staterror or shapesys array does not have the channel's length,
-            or the measurement does not configure a lumi parameter.
+        ValueError: If pyhf's schema rejects the spec (the message gives the JSON path); a
+            channel or sample name repeats; a sample, histosys, staterror or shapesys array
+            does not have the channel's length, or holds a negative or non-finite entry; a
+            normsys factor is not > 0; the measurement does not configure a lumi parameter,
+            sets bounds with lower > upper or a width (``sigmas``) that is not > 0.
     """
     with pyhf_boundary("the model spec"):
         pyhf.schema.validate(dict(spec), "model.json")
+    check_parameters(spec.get("parameters", []))
     settings = {p["name"]: p for p in spec.get("parameters", [])}
+    check_unique("the spec's channel", (c["name"] for c in spec["channels"]))
     for channel in spec["channels"]:
         nbins = len(channel["samples"][0]["data"])
+        samples = (sample["name"] for sample in channel["samples"])
+        check_unique(f"channel '{channel['name']}': sample", samples)
         for sample in channel["samples"]:
             where = f"channel '{channel['name']}', sample '{sample['name']}'"
             if len(sample["data"]) != nbins:
@@ -153,6 +164,7 @@ def check_spec(spec: Mapping[str, Any]) -> None:
                     f"{where}: data has {len(sample['data'])} bins, but the channel has "
                     f"{nbins} (the length of its first sample)"
                 )
+            check_values(f"{where}: data", sample["data"])
             for modifier in sample["modifiers"]:
                 missing = _LUMI_SETTINGS - set(settings.get(modifier["name"], ()))
                 if modifier["type"] == "lumi" and missing:
@@ -160,11 +172,17 @@ def check_spec(spec: Mapping[str, Any]) -> None:
                         f"{where}, lumi modifier '{modifier['name']}': the measurement must "
                         f"set its {sorted(missing)} (pyhf has no defaults for lumi)"
                     )
+                modifier_where = f"{where}, {modifier['type']} modifier '{modifier['name']}'"
                 for key, values in _length_checked_arrays(modifier).items():
                     if len(values) != nbins:
                         raise ValueError(
-                            f"{where}, {modifier['type']} modifier '{modifier['name']}': "
-                            f"{key} has {len(values)} bins, expected {nbins}"
+                            f"{modifier_where}: {key} has {len(values)} bins, expected {nbins}"
+                        )
+                    check_values(f"{modifier_where}: {key}", values)
+                if modifier["type"] == "normsys":
+                    for key in ("hi", "lo"):
+                        check_values(
+                            f"{modifier_where}: {key}", modifier["data"][key], bound="positive"
                         )
 
 

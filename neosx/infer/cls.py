@@ -17,8 +17,16 @@ from jax.scipy.special import ndtr
 from jax.typing import ArrayLike
 
 from neosx.histfactory import HistFactory
-from neosx.infer.fit import checked, fit_solution, require_float64
-from neosx.infer.teststat import TestStat, poi_name, sqrt_q, test_statistic
+from neosx.histfactory._checks import checked_data
+from neosx.infer.fit import checked, fit_causes, fit_solution, require_float64
+from neosx.infer.teststat import (
+    TestStat,
+    checked_mu,
+    checked_test_stat,
+    poi_name,
+    sqrt_q,
+    statistic,
+)
 
 __all__ = ["N_SIGMA", "asimov_data", "asimov_pars", "expected_cls", "hypotest", "profiled_asimov_q"]
 
@@ -48,11 +56,11 @@ def profiled_asimov_q(
     require_float64()
     yields = model.prepare(yields)
     data = asimov_data(model, mu_asimov, yields)
-    constrained = fit_solution(
-        model, data, yields=yields, fixed={poi_name(model): jnp.asarray(mu_test, jnp.float64)}
-    )
+    fixed = {poi_name(model): jnp.asarray(mu_test, jnp.float64)}
+    constrained = fit_solution(model, data, yields=yields, fixed=fixed)
     q = jnp.maximum(2.0 * constrained.value, 0.0)
-    return checked(q, constrained.converged, "Asimov fit")
+    causes = fit_causes(model, data, yields, fixed=fixed)
+    return checked(q, constrained.converged, "Asimov fit", causes)
 
 
 def expected_cls(
@@ -72,9 +80,18 @@ def expected_cls(
     Returns:
         Scalar CLs, or (5,) with ``band=True``.
 
+    Raises:
+        ValueError: ``mu`` not a scalar or (concrete) outside the POI's bounds, or the
+            background-only ``mu = 0`` outside them; invalid ``yields`` (see
+            :meth:`~neosx.histfactory.HistFactory.prepare`).
+        FitError: (eager) the Asimov fit did not converge.
+
     Example:
         >>> nx.infer.expected_cls(model, 1.0, yields=yields)  # doctest: +SKIP
     """
+    require_float64()
+    mu = checked_mu(model, mu)
+    checked_mu(model, 0.0, "the background-only mu")
     qa = profiled_asimov_q(model, mu, 0.0, yields)
     sqrt_qa = sqrt_q(qa)
     n = jnp.asarray(N_SIGMA if band else 0.0, jnp.float64)
@@ -101,15 +118,25 @@ def hypotest(
     Returns:
         CLs, or ``(CLs, (5,) expected set)``; for ``"q0"`` the discovery p-value p0 = CLs+b
         and its expected set instead, as pyhf.
+
+    Raises:
+        ValueError: Unknown ``test_stat``; ``mu`` not a scalar or (concrete) outside the
+            POI's bounds, as is the POI value of the Asimov fit (0, or 1 for ``"q0"``);
+            invalid ``data`` or ``yields`` (see :func:`~neosx.infer.fit`).
+        FitError: (eager) a fit did not converge.
     """
     require_float64()
-    yields = model.prepare(yields)
-    data = jnp.asarray(data, jnp.float64)
-    q, _ = test_statistic(mu, data, model, test_stat=test_stat, yields=yields)
+    checked_test_stat(test_stat)
     asimov_mu = 1.0 if test_stat == "q0" else 0.0
-    bkg = fit_solution(model, data, yields=yields, fixed={poi_name(model): asimov_mu})
+    mu = checked_mu(model, 0.0 if test_stat == "q0" else mu)  # q0 tests 0
+    checked_mu(model, asimov_mu, "the Asimov fit's mu")
+    yields = model.prepare(yields)
+    data = jnp.asarray(checked_data(model.config, data), jnp.float64)
+    q, _ = statistic(mu, data, model, test_stat, yields)
+    fixed = {poi_name(model): asimov_mu}
+    bkg = fit_solution(model, data, yields=yields, fixed=fixed)
     asimov = model.expected_data(bkg.pars, yields=yields, include_auxdata=True)
-    qa, _ = test_statistic(mu, asimov, model, test_stat=test_stat, yields=yields)
+    qa, _ = statistic(mu, asimov, model, test_stat, yields)
     root_q, root_qa = sqrt_q(q), sqrt_q(qa)
     if test_stat == "qtilde":
         stat = jnp.where(root_q <= root_qa, root_q - root_qa, (q - qa) / (2.0 * root_qa))
@@ -117,7 +144,8 @@ def hypotest(
         stat = root_q - root_qa
     # for q0 pyhf reports the discovery p-value CLs+b = p0 instead of the ratio
     cl_b = 1.0 if test_stat == "q0" else ndtr(-stat)
-    cls = checked(ndtr(-(stat + root_qa)) / cl_b, bkg.converged, "Asimov fit")
+    causes = fit_causes(model, data, yields, fixed=fixed)
+    cls = checked(ndtr(-(stat + root_qa)) / cl_b, bkg.converged, "Asimov fit", causes)
     if not return_expected_set:
         return cls
     n = jnp.asarray(N_SIGMA, jnp.float64)

@@ -29,7 +29,7 @@ from neosx.histfactory import HistFactory
 from neosx.infer._solver import free_block, positive_definite_solve
 from neosx.infer.cls import asimov_pars
 from neosx.infer.fit import require_float64
-from neosx.infer.teststat import poi_name
+from neosx.infer.teststat import checked_mu
 
 __all__ = ["covariance", "fisher_information", "poi_uncertainty"]
 
@@ -47,9 +47,13 @@ def fisher_information(
     Returns:
         ``(information, free)``: the (npars, npars) matrix, with the identity on the rows
         and columns of fixed parameters, and the (npars,) mask of free parameters.
+
+    Raises:
+        ValueError: ``mu`` not a scalar or (concrete) outside the POI's bounds; invalid
+            ``yields`` (see :meth:`~neosx.histfactory.HistFactory.prepare`).
     """
     require_float64()
-    poi_name(model)
+    mu = checked_mu(model, mu)
     yields = model.prepare(yields)
     pars = asimov_pars(model, mu)
 

@@ -8,7 +8,7 @@ theorem (:mod:`neosx.infer._solver`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -17,13 +17,19 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from neosx.histfactory import HistFactory
+from neosx.histfactory._checks import check_within_bounds, checked_data, checked_shape, is_traced
 from neosx.infer._solver import Solution, minimize
 
-__all__ = ["FitError", "fit", "fit_solution", "require_float64"]
+__all__ = ["FitError", "checked", "fit", "fit_causes", "fit_solution", "require_float64"]
 
 
 class FitError(RuntimeError):
-    """A fit did not converge (raised in eager mode; under jit the parameters are NaN)."""
+    """A fit did not converge (raised in eager mode; under jit the parameters are NaN).
+
+    The message names the likely cause where one is found (see
+    :meth:`~neosx.histfactory.HistFactory.diagnose`): non-finite yields, a normsys factor
+    <= 0, negative expected rates or data, an empty bin holding data, ...
+    """
 
 
 def require_float64() -> None:
@@ -38,7 +44,8 @@ def require_float64() -> None:
 def _fixed_layout(
     model: HistFactory, fixed: Mapping[str, ArrayLike] | None
 ) -> tuple[np.ndarray, list[tuple[slice, ArrayLike]]]:
-    """Static mask of fixed parameters (measurement's + caller's) and the caller's values."""
+    """Static mask of fixed parameters (measurement's + caller's) and the caller's values,
+    checked: a scalar or one value per parameter of the set, within its bounds (concrete)."""
     config = model.config
     mask = np.array(config.suggested_fixed, dtype=bool)
     values = []
@@ -48,13 +55,23 @@ def _fixed_layout(
                 f"fixed parameter {name!r} is not in the model; parameters: {config.par_order}"
             )
         where = config.par_slices[name]
+        value = checked_shape(f"fixed[{name!r}]", value, ((), (where.stop - where.start,)))
+        check_within_bounds(
+            f"fixed[{name!r}]", value, config.suggested_bounds[where], config.par_names[where]
+        )
         mask[where] = True
         values.append((where, value))
     return mask, values
 
 
 def _start(model: HistFactory, init: ArrayLike | None, values: list) -> jax.Array:
-    start = jnp.asarray(model.config.suggested_init if init is None else init, jnp.float64)
+    """The fit's start: ``init`` (checked: (npars,), within the bounds) or the suggested
+    init, with the fixed values written in."""
+    config = model.config
+    if init is not None:
+        init = checked_shape("init", init, ((config.npars,),))
+        check_within_bounds("init", init, config.suggested_bounds, config.par_names)
+    start = jnp.asarray(config.suggested_init if init is None else init, jnp.float64)
     for where, value in values:
         start = start.at[where].set(jnp.asarray(value, jnp.float64))
     return start
@@ -114,19 +131,55 @@ def fit(
         did not converge under ``jit``.
 
     Raises:
-        FitError: the fit did not converge (eager calls).
-        ValueError: an unknown parameter in ``fixed``.
+        FitError: the fit did not converge (eager calls); the message names the likely cause.
+        ValueError: ``data``, ``init``, ``fixed`` or ``yields`` do not fit the model (shapes;
+            names), or, where concrete, hold invalid values: data not finite or negative
+            main counts, ``init`` or fixed values outside the bounds, invalid yields (see
+            :meth:`~neosx.histfactory.HistFactory.prepare`).
         RuntimeError: JAX is not in float64 mode.
 
     Example:
         >>> best = nx.infer.fit(model, data, fixed={"mu": 0.0})  # doctest: +SKIP
     """
+    data = checked_data(model.config, data)
     solution = fit_solution(model, data, yields=yields, fixed=fixed, init=init)
-    return checked(solution.pars, solution.converged, "fit")
+    causes = fit_causes(model, data, yields, fixed=fixed, init=init)
+    return checked(solution.pars, solution.converged, "fit", causes)
 
 
-def checked(value: jax.Array, converged: jax.Array, what: str) -> jax.Array:
-    """NaN where a solve did not converge; raise :class:`FitError` if that is known eagerly."""
-    if not isinstance(converged, jax.core.Tracer) and not bool(converged):
-        raise FitError(f"{what} did not converge: the Newton iterations stalled or ran out")
+def fit_causes(
+    model: HistFactory, data: ArrayLike, yields: Any, *,
+    fixed: Mapping[str, ArrayLike] | None = None, init: ArrayLike | None = None,
+) -> Callable[[], Sequence[str]]:
+    """What :func:`checked` reports if a fit fails: the causes that the likelihood is
+    undefined at the fit's start point (:meth:`~neosx.histfactory.HistFactory.diagnose`)."""
+
+    def causes() -> Sequence[str]:
+        start = _start(model, init, _fixed_layout(model, fixed)[1])
+        return model.diagnose(start, data, yields)
+
+    return causes
+
+
+def checked(
+    value: jax.Array, converged: jax.Array, what: str,
+    causes: Callable[[], Sequence[str]] = tuple,
+) -> jax.Array:
+    """NaN where a solve did not converge; raise :class:`FitError` if that is known eagerly.
+
+    Args:
+        value: The solve's result.
+        converged: Whether it converged.
+        what: The solve, for the message (e.g. ``"fit"``).
+        causes: Called on failure (eager only) for the likely causes to name.
+    """
+    if not is_traced(converged) and not bool(converged):
+        found = "; ".join(causes()) or (
+            "none found in the inputs (the likelihood is finite at the start point; the "
+            "minimum may be flat or lie beyond a bound)"
+        )
+        raise FitError(
+            f"{what} did not converge: the Newton iterations stalled or ran out; likely "
+            f"cause: {found}"
+        )
     return jnp.where(converged, value, jnp.nan)

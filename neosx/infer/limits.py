@@ -20,8 +20,8 @@ from neosx.histfactory import HistFactory
 from neosx.infer._solver import root
 from neosx.infer.cls import profiled_asimov_q
 from neosx.infer.fisher import poi_uncertainty
-from neosx.infer.fit import checked
-from neosx.infer.teststat import sqrt_q
+from neosx.infer.fit import checked, require_float64
+from neosx.infer.teststat import checked_mu, sqrt_q
 
 __all__ = ["discovery_significance", "expected_upper_limit"]
 
@@ -35,7 +35,15 @@ def discovery_significance(model: HistFactory, *, yields: Any = None) -> jax.Arr
 
     Returns:
         Scalar Z0 = sqrt(q0) on the signal+background Asimov data.
+
+    Raises:
+        ValueError: The POI's bounds exclude 0 or 1; invalid ``yields`` (see
+            :meth:`~neosx.histfactory.HistFactory.prepare`).
+        FitError: (eager) the Asimov fit did not converge.
     """
+    require_float64()
+    checked_mu(model, 0.0, "the background-only mu")
+    checked_mu(model, 1.0, "the signal's mu")
     q0 = profiled_asimov_q(model, 0.0, 1.0, yields)
     return sqrt_q(q0)
 
@@ -52,11 +60,14 @@ def expected_upper_limit(model: HistFactory, cl: float = 0.95, *, yields: Any = 
         Scalar mu_up.
 
     Raises:
-        ValueError: ``cl`` outside (0, 1).
+        ValueError: ``cl`` outside (0, 1); the POI's bounds exclude 0; invalid ``yields``
+            (see :meth:`~neosx.histfactory.HistFactory.prepare`).
         FitError: (eager) the root was not found within the POI bounds.
     """
     if not 0.0 < cl < 1.0:
         raise ValueError(f"cl must be in (0, 1), got cl={cl}")
+    require_float64()
+    checked_mu(model, 0.0, "the background-only mu")
     yields = model.prepare(yields)
     target = float(ndtri(1.0 - (1.0 - cl) / 2.0))
     index = model.config.poi_index
@@ -69,4 +80,8 @@ def expected_upper_limit(model: HistFactory, cl: float = 0.95, *, yields: Any = 
     sigma = jax.lax.stop_gradient(poi_uncertainty(model, 0.0, yields=yields))
     start = jnp.clip(target * sigma, low + 1e-6 * (high - low), high)
     mu_up, converged = root(excess, start, jnp.asarray(max(low, 0.0)), jnp.asarray(high), yields)
-    return checked(mu_up, converged, "upper-limit root")
+
+    def causes() -> tuple[str, ...]:
+        return (f"the limit may lie above the POI's upper bound {high}",)
+
+    return checked(mu_up, converged, "upper-limit root", causes)

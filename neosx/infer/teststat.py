@@ -14,9 +14,13 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from neosx.histfactory import HistFactory
-from neosx.infer.fit import checked, fit_solution, require_float64
+from neosx.histfactory._checks import check_within_bounds, checked_data, checked_shape
+from neosx.infer.fit import checked, fit_causes, fit_solution, require_float64
 
-__all__ = ["TEST_STATISTICS", "TestStat", "poi_name", "sqrt_q", "test_statistic"]
+__all__ = [
+    "TEST_STATISTICS", "TestStat", "checked_mu", "checked_test_stat", "poi_name", "sqrt_q",
+    "statistic", "test_statistic",
+]
 
 TestStat = Literal["qtilde", "q", "q0"]
 TEST_STATISTICS: tuple[str, ...] = ("qtilde", "q", "q0")
@@ -34,6 +38,29 @@ def poi_name(model: HistFactory) -> str:
     return model.config.poi_name
 
 
+def checked_mu(model: HistFactory, mu: ArrayLike, name: str = "mu") -> ArrayLike:
+    """``mu`` checked to be a scalar and, where concrete, within the POI's bounds.
+
+    pyhf refuses to fix the POI outside its bounds (``fit initialization parameter ...
+    lies outside of its bounds``); neosx says so before any fit.
+
+    Raises:
+        ValueError: e.g. ``"mu has shape (2,), expected ()"``, ``"mu = 20.0 (parameter
+            'mu') is outside its bounds [0.0, 10.0]"``; or the model has no POI.
+    """
+    poi = poi_name(model)
+    mu = checked_shape(name, mu, ((),))
+    index = model.config.poi_index
+    check_within_bounds(name, mu, model.config.suggested_bounds[index : index + 1], (poi,))
+    return mu
+
+
+def checked_test_stat(test_stat: str) -> None:
+    """Raise unless ``test_stat`` is one of :data:`TEST_STATISTICS`."""
+    if test_stat not in TEST_STATISTICS:
+        raise ValueError(f"test_stat must be one of {TEST_STATISTICS}, got {test_stat!r}")
+
+
 def test_statistic(
     mu: ArrayLike, data: ArrayLike, model: HistFactory, *, test_stat: TestStat = "qtilde",
     yields: Any = None,
@@ -49,12 +76,23 @@ def test_statistic(
 
     Returns:
         ``(q, mu_hat)``; both differentiable w.r.t. ``mu``, ``data`` and ``yields``.
+
+    Raises:
+        ValueError: Unknown ``test_stat``; ``mu`` not a scalar or (concrete) outside the
+            POI's bounds; ``data`` or ``yields`` invalid (see :func:`~neosx.infer.fit`).
+        FitError: (eager) a fit did not converge.
     """
     require_float64()
-    if test_stat not in TEST_STATISTICS:
-        raise ValueError(f"test_stat must be one of {TEST_STATISTICS}, got {test_stat!r}")
+    checked_test_stat(test_stat)
+    mu = checked_mu(model, 0.0 if test_stat == "q0" else mu)  # q0 tests 0
+    return statistic(mu, checked_data(model.config, data), model, test_stat, model.prepare(yields))
+
+
+def statistic(
+    mu: ArrayLike, data: ArrayLike, model: HistFactory, test_stat: TestStat, yields: Any
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`test_statistic` without checks of its inputs (for callers that checked them)."""
     poi = poi_name(model)
-    yields = model.prepare(yields)
     mu = jnp.asarray(0.0 if test_stat == "q0" else mu, jnp.float64)
     constrained = fit_solution(model, data, yields=yields, fixed={poi: mu})
     free = fit_solution(model, data, yields=yields)
@@ -65,4 +103,5 @@ def test_statistic(
         q = jnp.where(mu_hat < 0.0, 0.0, t)
     else:
         q = jnp.where(mu_hat > mu, 0.0, t)
-    return checked(q, converged, f"{test_stat} fits"), mu_hat
+    causes = fit_causes(model, data, yields, fixed={poi: mu})
+    return checked(q, converged, f"{test_stat} fits", causes), mu_hat
