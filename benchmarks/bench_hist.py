@@ -38,6 +38,17 @@ The full grid takes about 5 minutes on 2 cores and needs about 15 GiB of free me
 the dense formula at 1e6 events x 200 bins).
 
 Without relaxed installed the script still runs; its columns read ``n/a``.
+
+``--learnable`` measures instead what training studies run: learnable (traced) edges, or a
+traced (annealed) bandwidth on uniform edges, for which ``neosx.hist`` takes its windowed
+path (:mod:`neosx.relax._kde_window`). It times, in one process and in alternating rounds,
+value+grad of the same loss w.r.t. the events and the edges (or the bandwidth) for neosx,
+for the exact dense path that ``neosx.hist`` took before (the formula over checkpointed
+chunks of 8 192 events, ``neosx.relax.hist._chunked_event_sum``) and for the naive dense
+formula above (one N x (B + 1) matrix); it reports the median of each and the median over
+rounds of the paired ratios, which drift of a shared machine's speed does not move::
+
+    python benchmarks/bench_hist.py --learnable --events 1e6 --bins 20 100
 """
 
 from __future__ import annotations
@@ -59,6 +70,8 @@ import jax.numpy as jnp
 import numpy as np
 from _machine import machine_lines
 from jax.scipy.special import ndtr
+
+LEARNABLE_ROUNDS = 5
 
 HistFn = Callable[[jax.Array, np.ndarray, float], jax.Array]
 """``(events (N,), edges (B + 1,), bandwidth) -> counts (B,)``."""
@@ -345,6 +358,91 @@ def _accuracy_note(results: dict[tuple[int, int], dict[str, Outcome]]) -> str:
     )
 
 
+def _learnable_losses(
+    x: jax.Array, bins: int, bandwidth: float
+) -> dict[str, tuple[Callable[..., tuple[jax.Array, ...]], tuple[jax.Array, ...]]]:
+    """Name -> (jitted value+grad of sum(counts²) w.r.t. all its arguments, arguments)."""
+    import importlib
+
+    import neosx
+
+    hist_module = importlib.import_module("neosx.relax.hist")
+    dense_path, cdf = hist_module._chunked_event_sum, hist_module.gaussian_cdf
+    uniform = np.linspace(0.0, 1.0, bins + 1)
+
+    def dense(x: jax.Array, edges: jax.Array, h: jax.Array) -> jax.Array:
+        sums = dense_path(lambda xc: cdf((edges[None, :] - xc[:, None]) / h), x, jnp.ones_like(x))
+        return jnp.diff(sums)
+
+    counts: dict[str, tuple[Callable[..., jax.Array], tuple[jax.Array, ...]]] = {
+        "neosx edges": (lambda x, e: neosx.hist(x, e, bandwidth=bandwidth), (x, uniform)),
+        "dense edges": (lambda x, e: dense(x, e, bandwidth), (x, uniform)),
+        "naive edges": (lambda x, e: _naive_hist(x, e, bandwidth), (x, uniform)),
+        "neosx h": (lambda x, h: neosx.hist(x, uniform, bandwidth=h), (x, bandwidth)),
+        "dense h": (lambda x, h: dense(x, uniform, h), (x, bandwidth)),
+    }
+    return {
+        name: (
+            jax.jit(jax.value_and_grad(
+                lambda *a, f=f: jnp.sum(f(*a) ** 2), argnums=tuple(range(len(args)))
+            )),
+            tuple(jnp.asarray(a) for a in args),
+        )
+        for name, (f, args) in counts.items()
+    }
+
+
+def run_learnable(
+    events: Sequence[int], bins: Sequence[int], factor: float, data: str, seed: int, rounds: int
+) -> list[str]:
+    """Paired timing of learnable edges / traced bandwidth (see the module docstring)."""
+    jax.config.update("jax_enable_x64", True)
+    header = [
+        "| N | B | path | compile s | neosx ms | dense ms | naive ms | dense/neosx (paired) |"
+        " naive/neosx (paired) | max rel. diff value, ∇ vs dense |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n_events in events:
+        x = jax.device_put(DATA[data](np.random.default_rng(seed), n_events))
+        for n_bins in bins:
+            losses = _learnable_losses(x, n_bins, factor / n_bins)
+            compile_s, results = {}, {}
+            for name, (fn, args) in losses.items():
+                start = time.perf_counter()
+                results[name] = jax.block_until_ready(fn(*args))
+                compile_s[name] = time.perf_counter() - start
+            times = {name: [] for name in losses}
+            for _ in range(rounds):  # alternating rounds: every implementation once per round
+                for name, (fn, args) in losses.items():
+                    # an untimed call first: the naive formula's gigabytes of temporaries
+                    # would otherwise slow down whichever call follows them
+                    jax.block_until_ready(fn(*args))
+                    start = time.perf_counter()
+                    jax.block_until_ready(fn(*args))
+                    times[name].append(time.perf_counter() - start)
+                print(f"  N={n_events:,} B={n_bins} round done", file=sys.stderr, flush=True)
+            t = {name: np.asarray(v) for name, v in times.items()}
+            for path in ("edges", "h"):
+                ours, dense = results[f"neosx {path}"], results[f"dense {path}"]
+                diff = max(
+                    float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+                    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(dense), strict=True)
+                )
+                naive = t.get(f"naive {path}")
+                cells = [
+                    f"{n_events:,}", str(n_bins), "learnable edges" if path == "edges"
+                    else "traced bandwidth", f"{compile_s[f'neosx {path}']:.2f}",
+                    _format_ms(np.median(t[f"neosx {path}"])),
+                    _format_ms(np.median(t[f"dense {path}"])),
+                    "—" if naive is None else _format_ms(np.median(naive)),
+                    f"{np.median(t[f'dense {path}'] / t[f'neosx {path}']):.1f}x",
+                    "—" if naive is None else f"{np.median(naive / t[f'neosx {path}']):.1f}x",
+                    f"{diff:.1e}",
+                ]
+                header.append("| " + " | ".join(cells) + " |")
+    return header
+
+
 def _count(text: str) -> int:
     """An event or bin count; accepts ``100000`` and ``1e5``."""
     value = float(text)
@@ -400,6 +498,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=20.0,
         help="RSS per case before it is killed as OOM (default 20 GiB)",
     )
+    parser.add_argument(
+        "--learnable",
+        action="store_true",
+        help="paired in-process timing of learnable edges and a traced bandwidth against the"
+        " dense paths (default grid N=1e6, B in 20 100)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=LEARNABLE_ROUNDS,
+        help=f"alternating rounds for --learnable (default {LEARNABLE_ROUNDS})",
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -445,6 +553,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
     if args.case is not None:
         print(json.dumps(asdict(run_case(Case(**json.loads(args.case))))))
+        return
+    if args.learnable:
+        lines = run_learnable(
+            args.events or (1_000_000,), args.bins or (20, 100), args.bandwidth_factor,
+            args.data, args.seed, args.rounds,
+        )
+        print(
+            "## Learnable edges / traced bandwidth: value+grad of sum(counts²), paired rounds\n",
+            f"- command: `{shlex.join(['python', *sys.argv])}`", *machine_lines(),
+            f"- events: {args.data} on [0, 1] (seed {args.seed}); edges linspace(0, 1, B+1)"
+            f" (traced for 'learnable edges'); bandwidth {args.bandwidth_factor:g} x bin width"
+            f" (traced for 'traced bandwidth'); float64; {args.rounds} alternating rounds,"
+            " medians; ratios are medians of the per-round ratios\n", *lines, sep="\n",
+        )
         return
 
     skipped = {impl: reason for impl in args.impls if (reason := _unavailable(impl))}

@@ -2,7 +2,8 @@
 
 Tolerances: the exact paths (dense formula, hard counts) agree to rounding (1e-12 relative);
 the O(N) Chebyshev path of ``"kde"``/``"sigmoid"`` on uniform edges is pinned at 1e-11
-(values measured at ~1e-14, gradients at ~4e-12); finite differences at 1e-6.
+(values measured at ~1e-14, gradients at ~4e-12), the windowed path for learnable edges and
+bandwidths at 1e-12 (values and gradients measured at ~1e-14); finite differences at 1e-6.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from scipy import special, stats
 
 import neosx as nx
-from neosx.relax import _kde_fast
+from neosx.relax import _kde_fast, _kde_window
 
 RNG = np.random.default_rng(20260101)
 
@@ -341,6 +342,134 @@ def test_fast_path_equals_dense_formula_values_and_gradients():
     assert float(fast[0]) == pytest.approx(float(dense[0]), rel=1e-12)
     for a, b in zip(fast[1], dense[1], strict=True):
         assert_close(a, b, 1e-10)
+
+
+# --- the windowed path: learnable edges, traced bandwidth ----------------------------------
+KERNEL_OF = {"kde": "gaussian", "sigmoid": "logistic"}
+N_WINDOW = 40_000  # above both kernels' thresholds for the windowed path, and chunked
+
+
+def dense_cdf_sums(x, w, edges, h, kernel):
+    """The dense formula in JAX, for gradients: sum_i w_i F((e_k - x_i)/h)."""
+    cdf = _kde_window.KERNELS[kernel][0]
+    return w @ cdf((edges[None, :] - x[:, None]) / h)
+
+
+def window_layouts():
+    """(edges, h) pairs of 12 edges each (one compilation serves them all)."""
+    x_on = np.linspace(0.2, 0.8, 12)  # the events below include every one of these edges
+    return {
+        "spread": (np.linspace(-0.2, 1.3, 12), 0.03),
+        "crowded": (0.4 + np.arange(12) * 0.004, 0.05),  # 12 edges within one bandwidth
+        "outside data": (np.concatenate([np.linspace(-9, -8, 6), np.linspace(7, 9, 6)]), 0.2),
+        "on events": (x_on, 0.02),
+        "tiny h": (np.linspace(0.0, 1.0, 12), 1e-7),
+        "huge h": (np.linspace(0.0, 1.0, 12), 30.0),
+        "unsorted": (np.array([0.9, 0.1, 0.5, 0.2, 0.21, 0.7, 0.0, 1.0, 0.3, 0.95, 0.6, 0.4]),
+                     0.04),
+        "mixed gaps": (np.array([-3.0, 0.0, 0.001, 0.002, 0.3, 0.31, 0.5, 0.9, 0.901, 2.0,
+                                 2.0001, 50.0]), 0.01),
+    }
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "logistic"])
+def test_window_path_equals_dense_formula(kernel):
+    x = np.concatenate([RNG.normal(0.5, 0.5, 2988), np.linspace(0.2, 0.8, 12)])
+    w = RNG.uniform(0.2, 2.0, x.size)
+    cot = jnp.asarray(RNG.normal(size=12))
+
+    def loss(f):
+        return lambda x, w, e, h: jnp.vdot(cot, f(x, w, e, h, kernel))
+
+    window = jax.jit(jax.value_and_grad(loss(_kde_window.cdf_sums), argnums=(0, 1, 2, 3)))
+    dense = jax.jit(jax.value_and_grad(loss(dense_cdf_sums), argnums=(0, 1, 2, 3)))
+    sums = jax.jit(_kde_window.cdf_sums, static_argnums=4)
+    unit_window = jax.jit(jax.grad(lambda x, e, h: loss(_kde_window.cdf_sums)(x, None, e, h)))
+    dense_x = jax.jit(jax.grad(loss(dense_cdf_sums)))
+    cdf = {"gaussian": stats.norm.cdf, "logistic": special.expit}[kernel]
+    for name, (edges, h) in window_layouts().items():
+        ref = (w[:, None] * cdf((edges[None, :] - x[:, None]) / h)).sum(axis=0)
+        assert_close(sums(x, w, edges, h, kernel), ref, 1e-12, atol_scale=w.sum())
+        args = tuple(jnp.asarray(a) for a in (x, w, edges, h))
+        (v1, g1), (v2, g2) = window(*args), dense(*args)
+        assert float(v1) == pytest.approx(float(v2), rel=1e-12, abs=1e-12 * w.sum()), name
+        # absolute tolerances on each gradient's natural scale (an event on an edge): beyond
+        # the kernel's tail the dense gradients are < 1e-17 of it, the window's exactly 0
+        c1 = float(jnp.sum(jnp.abs(cot)))
+        scales = (c1 * w.max() / h, c1, c1 * w.sum() / h, c1 * w.sum() / h)
+        for a, b, scale in zip(g1, g2, scales, strict=True):
+            assert_close(a, b, 1e-12, atol_scale=scale)
+        unit = unit_window(args[0], args[2], args[3])
+        assert_close(unit, dense_x(args[0], jnp.ones_like(args[0]), *args[2:]), 1e-12,
+                     atol_scale=c1 / h)
+
+
+@pytest.mark.parametrize("method", ["kde", "sigmoid"])
+def test_learnable_edges_and_bandwidth_take_the_window_path(method):
+    x = np.concatenate([RNG.normal(0.5, 0.4, N_WINDOW - 3), [0.0, 0.25, 1.0]])  # some on edges
+    w = RNG.uniform(0.5, 1.5, N_WINDOW)
+    edges = np.array([0.0, 0.1, 0.25, 0.3, 0.6, 0.61, 1.0])
+    h = 0.03
+    kernel = KERNEL_OF[method]
+    cot = jnp.asarray(RNG.normal(size=6))
+
+    def counts(x, w, e, h, overflow, fn=nx.hist, method=method):
+        return fn(x, e, bandwidth=h, weights=w, method=method, overflow=overflow)
+
+    jaxpr = str(jax.make_jaxpr(lambda e, h: counts(x, w, e, h, "drop"))(edges, h))
+    assert "custom_vjp" in jaxpr and f"{N_WINDOW},7" not in jaxpr.replace(" ", "")
+    ref_fn = {"kde": ref_kde, "sigmoid": ref_sigmoid}[method]
+    drop, clip, sumw2 = jax.jit(lambda e, h: (
+        counts(x, w, e, h, "drop"), counts(x, w, e, h, "clip"),
+        counts(x, w, e, h, "drop", nx.hist_sumw2)))(edges, h)
+    assert_close(drop, ref_fn(x, edges, h, w), 1e-12, atol_scale=w.sum())
+    assert_close(clip, ref_fn(x, edges, h, w, "clip"), 1e-12, atol_scale=w.sum())
+    assert_close(sumw2, ref_fn(x, edges, h, w**2), 1e-12, atol_scale=np.sum(w**2))
+
+    # gradients w.r.t. x, w, edges and h against the dense formula and central differences
+    @jax.jit
+    def loss(x, w, e, h):
+        return jnp.sum(cot * counts(x, w, e, h, "clip") ** 2)
+
+    def dense_loss(x, w, e, h):
+        sums = dense_cdf_sums(x, w, e, h, kernel)
+        c = jnp.diff(sums).at[0].add(sums[0]).at[-1].add(jnp.sum(w) - sums[-1])
+        return jnp.sum(cot * c**2)
+
+    args = tuple(jnp.asarray(a) for a in (x, w, edges, h))
+    grads = jax.grad(loss, argnums=(0, 1, 2, 3))(*args)
+    dense = jax.jit(jax.grad(dense_loss, argnums=(0, 1, 2, 3)))(*args)
+    for i, (g, d) in enumerate(zip(grads, dense, strict=True)):
+        assert_close(g, d, 1e-12)
+        v = jnp.asarray(RNG.normal(size=np.shape(args[i])))
+        fd = directional_fd(loss, args, i, v, 1e-5 if i == 0 else 1e-4)
+        assert float(jnp.vdot(g, v)) == pytest.approx(float(fd), rel=1e-6)
+
+    # straight-through: the window path's gradient under the exact counts
+    if method == "kde":
+        st_grad, kde_grad = jax.jit(lambda e, h: [jax.grad(
+            lambda e, h, m=m: jnp.sum(cot * counts(x, w, e, h, "drop", method=m)),
+            argnums=(0, 1))(e, h) for m in ("straight_through", "kde")])(args[2], args[3])
+        for a, b in zip(st_grad, kde_grad, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_window_path_vmap_and_no_recompile():
+    xs = jnp.asarray(RNG.uniform(-0.1, 1.1, (2, 9_000)))
+
+    @jax.jit
+    def counts(x, e, h):
+        return nx.hist(x, e, bandwidth=h)
+
+    edges = jnp.linspace(0.0, 1.0, 9)
+    batched = jax.vmap(counts, in_axes=(0, None, None))(xs, edges, 0.05)
+    for x, b in zip(xs, batched, strict=True):
+        assert_close(b, ref_kde(np.asarray(x), np.asarray(edges), 0.05, np.ones(9_000)), 1e-12)
+    loss = jax.jit(jax.value_and_grad(lambda x, e, h: jnp.sum(counts(x, e, h) ** 2),
+                                      argnums=(1, 2)))
+    for step in range(3):  # an optimiser's steps: new edges, an annealed bandwidth
+        loss(xs[0], edges + 0.01 * step * jnp.sin(jnp.arange(9.0)), 0.05 / (1 + step))
+    assert loss._cache_size() == 1
 
 
 # --- straight-through ------------------------------------------------------------------------

@@ -24,7 +24,7 @@ events are processed in chunks, so memory is O(N + cells * D).
 
 Only the positions ``x`` and weights ``w`` are differentiable on this path; edges and the
 bandwidth are concrete (they fix the grid). Learnable edges or bandwidths go through the
-dense path of :mod:`neosx.relax.hist`.
+windowed cells of :mod:`neosx.relax._kde_window`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
-__all__ = ["UniformGrid", "cdf_sums", "plan_grid"]
+__all__ = ["UniformGrid", "cdf_sums", "chebyshev_nodes", "chebyshev_terms", "plan_grid"]
 
 N_TERMS = 12
 """Chebyshev terms per cell (degree 11)."""
@@ -100,6 +100,27 @@ def plan_grid(
     return grid if grid.n_grid <= MAX_CELLS else None
 
 
+def chebyshev_nodes(n_terms: int) -> tuple[np.ndarray, np.ndarray]:
+    """The Chebyshev nodes in [-1, 1] and the (D, D) map from values there to coefficients."""
+    theta = np.pi * (np.arange(n_terms) + 0.5) / n_terms
+    to_coef = 2.0 / n_terms * np.cos(np.outer(np.arange(n_terms), theta))
+    to_coef[0] /= 2.0
+    return np.cos(theta), to_coef
+
+
+def chebyshev_terms(t: jax.Array, n_terms: int) -> list[jax.Array]:
+    """Chebyshev polynomials T_0..T_{D-1} at t, each of t's shape."""
+    terms = [jnp.ones_like(t), t]
+    for _ in range(n_terms - 2):
+        terms.append(2.0 * t * terms[-1] - terms[-2])
+    return terms
+
+
+def chunk_start(i: jax.Array, n: int, chunk: int) -> jax.Array:
+    """Start of chunk i; the last chunk is shifted back to end at n (it overlaps the one before)."""
+    return jnp.minimum(i * chunk, n - chunk)
+
+
 @functools.lru_cache(maxsize=64)
 def _tables(grid: UniformGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Chebyshev coefficients of F per offset, their t-derivative, and the gather indices.
@@ -110,11 +131,7 @@ def _tables(grid: UniformGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         window_cells: (B+1, 2R+1) grid index of the cell at offset m from edge k.
         edge_cells: (B+1,) grid index of the cell just below edge k (last saturated cell + R).
     """
-    d = np.arange(N_TERMS)
-    theta = np.pi * (np.arange(N_TERMS) + 0.5) / N_TERMS
-    nodes = np.cos(theta)
-    to_coef = 2.0 / N_TERMS * np.cos(np.outer(d, theta))  # (D, D): values at nodes -> coef
-    to_coef[0] /= 2.0
+    nodes, to_coef = chebyshev_nodes(N_TERMS)
     m = np.arange(-grid.reach, grid.reach + 1)
     z = (m[:, None] - (nodes[None, :] + 1.0) / 2.0) * grid.cell / grid.bandwidth
     coef = NUMPY_CDFS[grid.kernel](z) @ to_coef.T
@@ -149,15 +166,7 @@ def _cells(x: jax.Array, grid: UniformGrid) -> tuple[jax.Array, jax.Array]:
 
 def _basis(t: jax.Array) -> jax.Array:
     """Chebyshev polynomials T_0..T_{D-1} at t: shape t.shape + (D,)."""
-    terms = [jnp.ones_like(t), t]
-    for _ in range(N_TERMS - 2):
-        terms.append(2.0 * t * terms[-1] - terms[-2])
-    return jnp.stack(terms, axis=-1)
-
-
-def _chunk_start(i: jax.Array, n: int) -> jax.Array:
-    """Start of chunk i; the last chunk is shifted back to end at n (it overlaps the one before)."""
-    return jnp.minimum(i * CHUNK, n - CHUNK)
+    return jnp.stack(chebyshev_terms(t, N_TERMS), axis=-1)
 
 
 def _moments(x: jax.Array, w: jax.Array | None, grid: UniformGrid) -> jax.Array:
@@ -173,7 +182,7 @@ def _moments(x: jax.Array, w: jax.Array | None, grid: UniformGrid) -> jax.Array:
         return one(x, w)
 
     def body(i: jax.Array, acc: jax.Array) -> jax.Array:
-        start = _chunk_start(i, n)
+        start = chunk_start(i, n, CHUNK)
         xc = jax.lax.dynamic_slice(x, (start,), (CHUNK,))
         fresh = (start + jnp.arange(CHUNK) >= i * CHUNK).astype(x.dtype)  # drop the overlap
         if w is not None:
@@ -244,7 +253,7 @@ def _cdf_sums_bwd(
     else:
 
         def body(i: jax.Array, bars: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
-            start = _chunk_start(i, n)
+            start = chunk_start(i, n, CHUNK)
             xc = jax.lax.dynamic_slice(x, (start,), (CHUNK,))
             wc = None if w is None else jax.lax.dynamic_slice(w, (start,), (CHUNK,))
             # an overlapping chunk rewrites the same values: no masking needed
