@@ -73,7 +73,7 @@ def _neosx_step(overrides: list[str], batch_size: int) -> tuple[Callable, tuple,
     from neosx.config import load_config
     from neosx.data import load_events
     from neosx.objectives import make_loss
-    from neosx.pipeline import Analysis
+    from neosx.analysis import Analysis
     from neosx.train import _minibatch, make_optimizer
 
     config, _ = load_config(CONFIG, overrides)

@@ -10,9 +10,9 @@ inference functions raise a clear error otherwise.
 """
 
 from neosx import infer, metrics
+from neosx.analysis import Analysis
 from neosx.config import load_config
 from neosx.histfactory import HistFactory, build_spec
-from neosx.pipeline import Analysis
 from neosx.relax import cut, hist, hist_sumw2, softmax_hist, window
 from neosx.run import evaluate_run, export_workspace, run_study
 

@@ -3,7 +3,8 @@
 Exit codes: 0 success; 1 a run that stopped on non-finite or diverging values, whose hard
 evaluation failed, or another runtime failure (the message says what); 2 invalid input
 (configuration, arguments, run folder), reported in one line without a traceback; 130 an
-interrupted run (Ctrl-C; checkpointed, ``--resume`` continues it), 143 on SIGTERM.
+interrupted run, by Ctrl-C (checkpointed: ``--resume`` continues it); 143 an interrupted run,
+by SIGTERM (checkpointed the same way).
 """
 
 from __future__ import annotations
@@ -217,3 +218,64 @@ def validate(config: Path, overrides: tuple[str, ...]) -> None:
     except ConfigError as error:
         _fail(str(error))
     click.echo(json.dumps(study.model_dump(mode="json"), indent=2))
+
+
+@main.command()
+@click.argument("scan_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Scan folder (default: the scan file's 'out', else runs/<scan file stem>).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Worker processes of the local Dask cluster (default: one per core, at most "
+              "one per job).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786) "
+              "instead of a local one.")
+@click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Run a job that raised again this many times (for transient failures).")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar over jobs.")
+def scan(
+    scan_file: Path, out: Path | None, workers: int | None, scheduler: str | None,
+    retries: int, progress: bool,
+) -> None:
+    """Run the studies of SCAN_FILE (a base study and a grid / list of overrides) on Dask.
+
+    Every job is validated first; each runs `neosx run` in a Dask worker into
+    OUT/<job name>/, then OUT/scan.csv and OUT/plots/ summarise them. Running the scan
+    again skips completed jobs and resumes the others. On a batch system, start a cluster
+    with dask-jobqueue and pass its scheduler address (the run folders must be on a file
+    system that the workers share):
+
+    \b
+        from dask_jobqueue import HTCondorCluster
+        cluster = HTCondorCluster(cores=1, memory="4 GB", disk="2 GB")
+        cluster.scale(jobs=20); print(cluster.scheduler_address)
+
+    On coffea-casa, pass the facility's cluster: --scheduler tls://localhost:8786.
+    """
+    from neosx.scan import load_scan, run_scan
+
+    if workers is not None and scheduler is not None:
+        _fail("--workers sizes the local cluster; it cannot be given with --scheduler")
+    setting = click.get_current_context().find_root().params.get("compile_cache")
+    cache = None if setting == "off" else str(Path(setting or _default_compile_cache()))
+    try:
+        plan = load_scan(scan_file, out)
+    except ConfigError as error:
+        _fail(str(error))
+    try:
+        with _terminate_as_interrupt() as received:
+            result = run_scan(
+                plan, scheduler=scheduler, workers=workers, retries=retries,
+                compile_cache=cache, progress=progress, command=sys.argv,
+            )
+    except OSError as error:
+        _fail(_os_error(error), code=1)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; run the scan again to continue it (scan folder {plan.out})",
+              code=128 + (received[0] if received else signal.SIGINT))
+    unfinished = [row["job"] for row in result.rows if row["status"] != "completed"]
+    click.echo(f"{len(result.rows) - len(unfinished)} of {len(result.rows)} jobs completed; "
+               f"results: {result.csv}")
+    if unfinished:
+        _fail(f"{len(unfinished)} jobs did not complete ({', '.join(unfinished)}); "
+              f"their errors are in {result.csv}", code=1)

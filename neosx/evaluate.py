@@ -18,10 +18,19 @@ import numpy as np
 import pyhf
 from scipy.stats import norm
 
-from neosx.config import EvaluationConfig
-from neosx.pipeline import Analysis, Params
+from neosx.analysis import Analysis, Params
+from neosx.config import EvaluationConfig, StudyConfig
 
-__all__ = ["hard_histograms", "hard_workspace", "pyhf_figures", "pyhf_numpy"]
+__all__ = [
+    "evaluate_analysis",
+    "evaluation_record",
+    "failed_evaluations",
+    "hard_figures",
+    "hard_histograms",
+    "hard_workspace",
+    "pyhf_figures",
+    "pyhf_numpy",
+]
 
 
 @contextlib.contextmanager
@@ -59,7 +68,7 @@ def hard_workspace(
     analysis: Analysis, params: Params, events: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The pyhf workspace of the hard analysis on ``events`` (see :meth:`Analysis.workspace`)."""
-    return analysis.workspace(hard_histograms(analysis, params, events))
+    return analysis.workspace(hard_histograms(analysis, params, events))[0]
 
 
 def pyhf_figures(workspace: Mapping[str, Any], evaluation: EvaluationConfig) -> dict[str, Any]:
@@ -100,3 +109,70 @@ def pyhf_figures(workspace: Mapping[str, Any], evaluation: EvaluationConfig) -> 
         "upper_limit": float(np.ravel(limits)[2]),
         "upper_limit_band": [float(v) for v in np.ravel(limits)],
     }
+
+
+def hard_figures(
+    analysis: Analysis, histograms: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """pyhf's figures of hard histograms and their workspace.
+
+    Returns:
+        ``(figures, workspace)``; ``figures["merged_bins"]`` names the bins merged for pyhf
+        per region, if any. A failure of the workspace or of pyhf's fits is returned as
+        ``({"status": "failed", "reason": ...}, None)`` instead of raised, so that the other
+        analyses are still reported and nothing trained is lost.
+    """
+    try:
+        workspace, merged = analysis.workspace(histograms)
+        figures = pyhf_figures(workspace, analysis.config.evaluation)
+    except Exception as error:  # pyhf's optimiser failing is data about this analysis
+        reason = " ".join(str(error).split()) or "(no message)"
+        return {"status": "failed", "reason": f"{type(error).__name__}: {reason}"}, None
+    return (figures | {"merged_bins": merged} if merged else figures), workspace
+
+
+def evaluate_analysis(
+    analysis: Analysis, params: Params, events: Mapping[str, Any]
+) -> dict[str, Any]:
+    """One analysis evaluated hard: per region its edges, cut thresholds and histograms;
+    pyhf's figures; the workspace (absent if the evaluation failed)."""
+    histograms = hard_histograms(analysis, params, events)
+    regions = {
+        region.name: {
+            "edges": [float(e) for e in region.edges(params["regions"][region.name])],
+            "cuts": [float(t) for t in region.thresholds(params["regions"][region.name])],
+            "histograms": jax.tree.map(lambda a: a.tolist(), histograms[region.name]),
+        }
+        for region in analysis.regions
+    }
+    figures, workspace = hard_figures(analysis, histograms)
+    entry: dict[str, Any] = {"regions": regions, "figures": figures}
+    return entry if workspace is None else entry | {"workspace": workspace}
+
+
+def evaluation_record(config: StudyConfig, records: Mapping[str, Any]) -> dict[str, Any]:
+    """The contents of ``evaluation.json``: the regions, samples and each analysis' record."""
+    regions = []
+    for region in config.analysis_regions:
+        observable = region.observable
+        regions.append({
+            "name": region.name,
+            "preselection": region.preselection,
+            "observable": observable if isinstance(observable, str) else observable.feature,
+            "cuts": [{"feature": c.feature, "keep": c.keep} for c in region.cuts],
+        })
+    return {
+        "regions": regions,
+        "samples": [{"name": s.name, "role": s.role} for s in config.samples],
+        "test_events": config.data.test_events,
+        "analyses": dict(records),
+    }
+
+
+def failed_evaluations(summary: Mapping[str, Any]) -> str:
+    """One line naming each analysis whose hard evaluation failed and why ("" if none)."""
+    return "; ".join(
+        f"hard evaluation of {label} failed: {figures['reason']}"
+        for label, figures in summary.items()
+        if figures.get("status") == "failed"
+    )

@@ -1,6 +1,6 @@
 """Objectives: the scalar an analysis is trained to minimise, selectable by name.
 
-Each entry of :data:`OBJECTIVES` maps the analysis' :class:`~neosx.pipeline.Outputs` to
+Each entry of :data:`OBJECTIVES` maps the analysis' :class:`~neosx.analysis.Outputs` to
 ``(loss, figure)``: the loss is minimised; the figure is the physics number as a physicist
 quotes it (CLs, Z0 > 0, mu_up, sigma(mu), ...) and is what the training log shows.
 :func:`make_loss` sums weighted objectives into one loss.
@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from neosx import infer, metrics
+from neosx.analysis import Analysis, Outputs
 from neosx.config import EvaluationConfig
-from neosx.pipeline import Analysis, Outputs
 
 __all__ = ["OBJECTIVES", "Objective", "make_loss"]
 
@@ -58,12 +58,18 @@ def _poi_uncertainty(
 
 
 def _signal_background(analysis: Analysis, out: Outputs) -> tuple[jax.Array, jax.Array]:
-    """Per-bin nominal signal and total background (expected events)."""
-    channel = out.yields[analysis.config.channel]
-    total = {"signal": 0.0, "background": 0.0}
-    for sample in analysis.config.samples:
-        total[sample.role] = total[sample.role] + channel[sample.name]["data"]
-    return total["signal"], total["background"]
+    """Per-bin nominal signal and total background (expected events), the bins of every
+    region one after the other."""
+    roles = {sample.name: sample.role for sample in analysis.config.samples}
+    totals: dict[str, list[jax.Array]] = {"signal": [], "background": []}
+    for channel in out.yields.values():
+        shape = next(iter(channel.values()))["data"].shape
+        for role, parts in totals.items():
+            parts.append(sum(
+                (entry["data"] for name, entry in channel.items() if roles[name] == role),
+                jnp.zeros(shape),
+            ))
+    return jnp.concatenate(totals["signal"]), jnp.concatenate(totals["background"])
 
 
 def _binned_significance(
@@ -84,18 +90,27 @@ def _binned_significance(
 def _bce(analysis: Analysis, out: Outputs, ev: EvaluationConfig) -> tuple[jax.Array, jax.Array]:
     """Class-balanced binary cross-entropy of signal (label 1) vs background (label 0).
 
-    Each sample's nominal events enter with the mean over the batch, signal and background
-    classes weighted equally; the selection does not enter (it is a classifier loss).
+    Each sample's nominal events that pass the preselection of a region histogramming the
+    score enter with the mean over them, signal and background classes weighted equally; the
+    trainable cuts do not enter (it is a classifier loss).
     """
     if out.logits is None:
         raise ValueError("objective 'bce' needs a classifier observable (observable.type: mlp)")
-    losses: dict[str, list[jax.Array]] = {"signal": [], "background": []}
+    losses: dict[str, list[tuple[jax.Array, jax.Array]]] = {"signal": [], "background": []}
     for sample in analysis.config.samples:
-        logits = out.logits[sample.name]
+        logits, mask = out.logits[sample.name], out.classified[sample.name]
         # -log sigmoid(z) = softplus(-z); -log(1 - sigmoid(z)) = softplus(z)
         sign = -1.0 if sample.role == "signal" else 1.0
-        losses[sample.role].append(jnp.mean(jax.nn.softplus(sign * logits)))
-    bce = 0.5 * (jnp.mean(jnp.stack(losses["signal"])) + jnp.mean(jnp.stack(losses["background"])))
+        total = jnp.sum(mask)
+        mean = jnp.sum(mask * jax.nn.softplus(sign * logits)) / jnp.where(total > 0, total, 1.0)
+        losses[sample.role].append((mean, (total > 0).astype(mean.dtype)))
+
+    def class_mean(parts: list[tuple[jax.Array, jax.Array]]) -> jax.Array:
+        """The mean over the class' samples that have events in the batch."""
+        means, present = (jnp.stack(x) for x in zip(*parts, strict=True))
+        return jnp.sum(means * present) / jnp.maximum(jnp.sum(present), 1.0)
+
+    bce = 0.5 * (class_mean(losses["signal"]) + class_mean(losses["background"]))
     return bce, bce
 
 

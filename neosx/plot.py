@@ -82,7 +82,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ("objectives.png", partial(_objectives_figure, training, colours)),
         ("cls.png", partial(_cls_figure, training, hard, analyses, colours)),
         ("histograms.png", partial(_histograms_figure, evaluation, analyses)),
-        ("cuts.png", partial(_cuts_figure, evaluation.get("cuts", []), analyses, colours)),
+        ("cuts.png", partial(_cuts_figure, _cuts(evaluation), _thresholds(analyses), colours)),
         ("figures.png", partial(_figures_figure, analyses, colours)),
     ]
     out_dir = run_dir / "plots"
@@ -376,8 +376,26 @@ def _cls_figure(
     return figure
 
 
+def _cuts(evaluation: Record) -> list[Record]:
+    """Every region's cuts, one list (``feature``, ``keep``, ``region``)."""
+    regions = evaluation.get("regions", [])
+    return [
+        cut | {"region": region["name"]} if len(regions) > 1 else cut
+        for region in regions for cut in region.get("cuts", [])
+    ]
+
+
+def _thresholds(analyses: Mapping[str, Record]) -> dict[str, Record]:
+    """Each analysis with its cut thresholds of every region in one ``cuts`` list."""
+    return {
+        label: {"cuts": [t for r in analysis.get("regions", {}).values() for t in r["cuts"]]}
+        for label, analysis in analyses.items()
+    }
+
+
 def _histograms_figure(evaluation: Record, analyses: Mapping[str, Record]) -> Figure | None:
-    """The final histograms of each analysis: stacked backgrounds with the signal on top.
+    """The final histograms of each analysis in each region (one panel per analysis and
+    region): stacked backgrounds with the signal on top.
 
     Args:
         evaluation: The contents of ``evaluation.json``.
@@ -389,13 +407,20 @@ def _histograms_figure(evaluation: Record, analyses: Mapping[str, Record]) -> Fi
     if not analyses:
         return None
     roles = {sample["name"]: sample.get("role") for sample in evaluation.get("samples", [])}
-    figure, axes = _figure(len(analyses))
-    for ax, (label, analysis) in zip(axes, analyses.items(), strict=True):
-        _draw_stack(ax, analysis, roles)
+    regions = evaluation.get("regions", [])
+    panels = [(label, a, region) for label, a in analyses.items() for region in regions]
+    if not panels:
+        return None
+    figure, axes = _figure(len(panels))
+    for ax, (label, analysis, region) in zip(axes, panels, strict=True):
+        _draw_stack(ax, analysis.get("regions", {}).get(region["name"], {}), roles)
         cls = _as_float(analysis.get("figures", {}).get("cls"))
-        ax.set_title(f"{label}: CLs = {cls:.3g}" if math.isfinite(cls) else label)
-        ax.set(xlabel=f"{evaluation.get('channel', '')} observable", ylabel="events / bin")
-        ax.set_ylim(0, HEADROOM * ax.get_ylim()[1])
+        title = f"{label}: CLs = {cls:.3g}" if math.isfinite(cls) else label
+        ax.set_title(f"{title} ({region['name']})" if len(regions) > 1 else title)
+        observable = region.get("observable", "score")
+        xlabel = {"score": "observable", "count": "selected events"}.get(observable, observable)
+        ax.set(xlabel=f"{region['name']} {xlabel}", ylabel="events / bin")
+        ax.set_ylim(0, HEADROOM * max(ax.get_ylim()[1], 1e-9))
         _legend(ax, loc="upper right")
     return figure
 
@@ -414,7 +439,7 @@ def _draw_stack(ax: Axes, analysis: Record, roles: Mapping[str, str | None]) -> 
     """
     histograms = analysis.get("histograms", {})
     names = sorted(histograms, key=lambda name: roles.get(name) == "signal")
-    if not names:
+    if not names or "edges" not in analysis:
         return
     edges = np.asarray(analysis["edges"], dtype=float)
     nominal = {name: np.asarray(histograms[name]["data"], dtype=float) for name in names}
@@ -431,7 +456,8 @@ def _draw_stack(ax: Axes, analysis: Record, roles: Mapping[str, str | None]) -> 
     sumw2 = [
         np.asarray(staterror["sumw2"], dtype=float)
         for name in names
-        for staterror in histograms[name].get("staterror", {}).values()
+        for kind in ("staterror", "shapesys")
+        for staterror in histograms[name].get(kind, {}).values()
     ]
     if sumw2:
         error = np.sqrt(np.sum(sumw2, axis=0))
@@ -486,7 +512,8 @@ def _cuts_figure(
                 values = np.ravel(np.asarray(thresholds[index], dtype=float))
                 ax.plot(np.full(values.size, position), values, "o", color=colours[label])
         _categorical_axis(ax, list(analyses))
-        ax.set(ylabel="threshold", title=f"{cut['feature']} (keep {cut['keep']})")
+        where = f"{cut['region']}: " if "region" in cut else ""
+        ax.set(ylabel="threshold", title=f"{where}{cut['feature']} (keep {cut['keep']})")
     return figure
 
 

@@ -33,14 +33,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import jax
 import yaml
 
+from neosx.analysis import Analysis, Params
 from neosx.config import StudyConfig, load_config
 from neosx.data import load_events
-from neosx.evaluate import hard_histograms, hard_workspace, pyhf_figures
+from neosx.evaluate import (
+    evaluate_analysis,
+    evaluation_record,
+    failed_evaluations,
+    hard_figures,
+    hard_histograms,
+    hard_workspace,
+)
 from neosx.infer.fit import require_float64
-from neosx.pipeline import Analysis, Params
 from neosx.runfolder import (
     LOCK,
     RunError,
@@ -57,6 +63,7 @@ __all__ = [
     "RunResult",
     "evaluate_run",
     "export_workspace",
+    "failed_evaluations",
     "load_run",
     "run_study",
     "trained_params",
@@ -141,36 +148,6 @@ def _labels(config: StudyConfig) -> tuple[str, ...]:
     return ("optimised", "baseline") if config.baseline.enabled else ("optimised",)
 
 
-def _record(analysis: Analysis, params: Params, events: Mapping[str, Any]) -> dict[str, Any]:
-    """Hard histograms, edges, cut thresholds and pyhf figures of one analysis."""
-    histograms = hard_histograms(analysis, params, events)
-    entry: dict[str, Any] = {
-        "edges": [float(e) for e in analysis.edges(params)],
-        "cuts": [float(t) for t in analysis.thresholds(params)],
-        "histograms": jax.tree.map(lambda a: a.tolist(), histograms)[analysis.config.channel],
-    }
-    figures, workspace = _hard_figures(analysis, histograms)
-    entry["figures"] = figures
-    return entry if workspace is None else entry | {"workspace": workspace}
-
-
-def _hard_figures(
-    analysis: Analysis, histograms: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """pyhf's figures of hard histograms and their workspace (with the bins merged, if any).
-
-    A failure of the workspace or of pyhf's fits is returned as ``({"status": "failed",
-    "reason": ...}, None)`` instead of raised, so the other analyses are still reported.
-    """
-    try:
-        workspace, merged = analysis.workspace(histograms, report=True)
-        figures = pyhf_figures(workspace, analysis.config.evaluation)
-    except Exception as error:  # pyhf's optimiser failing is data about this analysis
-        reason = " ".join(str(error).split()) or "(no message)"
-        return {"status": "failed", "reason": f"{type(error).__name__}: {reason}"}, None
-    return (figures | {"merged_bins": merged} if merged else figures), workspace
-
-
 def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     """Evaluate every analysis of a run hard with pyhf; write the results.
 
@@ -204,33 +181,14 @@ def _evaluate(
     config = analysis.config
     params = {"initial": analysis.initial_params()}
     params |= {label: trained_params(analysis, run_dir, label) for label in _labels(config)}
-    records = {label: _record(analysis, p, test_events) for label, p in params.items()}
+    records = {label: evaluate_analysis(analysis, p, test_events) for label, p in params.items()}
     for label, entry in records.items():
         if "workspace" in entry:
             write_json(run_dir, f"workspaces/{label}.json", entry.pop("workspace"))
-    write_json(
-        run_dir,
-        "evaluation.json",
-        {
-            "channel": config.channel,
-            "samples": [{"name": s.name, "role": s.role} for s in config.samples],
-            "cuts": [{"feature": c.feature, "keep": c.keep} for c in config.cuts],
-            "test_events": config.data.test_events,
-            "analyses": records,
-        },
-    )
+    write_json(run_dir, "evaluation.json", evaluation_record(config, records))
     summary = {label: entry["figures"] for label, entry in records.items()}
     write_json(run_dir, "summary.json", summary)
     return summary
-
-
-def failed_evaluations(summary: Mapping[str, Any]) -> str:
-    """One line naming each analysis whose hard evaluation failed and why ("" if none)."""
-    return "; ".join(
-        f"hard evaluation of {label} failed: {figures['reason']}"
-        for label, figures in summary.items()
-        if figures.get("status") == "failed"
-    )
 
 
 def export_workspace(
@@ -373,7 +331,7 @@ def _train_and_evaluate(
     analysis = Analysis.from_config(config, train_events)
 
     def hard(params: Params) -> dict[str, Any]:
-        return _hard_figures(analysis, hard_histograms(analysis, params, test_events))[0]
+        return hard_figures(analysis, hard_histograms(analysis, params, test_events))[0]
 
     objectives = {"optimised": config.training.objective, "baseline": config.baseline.objective}
     steps = {"optimised": config.training.steps, "baseline": config.baseline.steps}

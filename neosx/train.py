@@ -30,9 +30,9 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from neosx.analysis import Analysis, Knobs, Params
 from neosx.config import EvaluationConfig, OptimizerConfig, ScheduleConfig, TrainingConfig
 from neosx.objectives import make_loss
-from neosx.pipeline import Analysis, Knobs, Params
 from neosx.runfolder import atomic_write, dumps, record
 
 __all__ = [
@@ -247,27 +247,36 @@ def train_analysis(
     """
     total = training.steps if steps is None else steps
     optimizer = make_optimizer(training.optimizer, total)
-    bandwidth = _static_or_schedule(analysis.config.histogram.bandwidth, total)
-    slopes = [_static_or_schedule(c.slope, total) for c in analysis.config.cuts]
+    regions = [region.config for region in analysis.regions]
+    bandwidths = [_static_or_schedule(r.histogram.bandwidth, total) for r in regions]
+    slopes = [[_static_or_schedule(c.slope, total) for c in r.cuts] for r in regions]
     learning_rate = make_schedule(training.optimizer.learning_rate, total)
     loss_fn = make_loss(analysis, objective, evaluation)
     events = {name: jnp.asarray(array, jnp.float64) for name, array in events.items()}
     sizes = {name: array.shape[0] for name, array in events.items()}
 
+    def knobs(step: Any) -> Knobs:
+        return Knobs(
+            tuple(b(step) for b in bandwidths), tuple(tuple(s(step) for s in r) for r in slopes)
+        )
+
     def _narrowest_bin(params: Params) -> jax.Array:
-        """The narrowest bin as a fraction of the histogram range (1 for fixed edges)."""
-        if "edges" not in params:
-            return jnp.asarray(1.0)
-        low, high = analysis.config.histogram.range
-        return jnp.min(jnp.diff(analysis.edges(params))) / (high - low)
+        """The narrowest bin of any region with trainable edges, as a fraction of its range
+        (1 without trainable edges)."""
+        narrowest = jnp.asarray(1.0)
+        for region in analysis.regions:
+            if "edges" in params["regions"][region.name]:
+                low, high = region.config.histogram.range
+                edges = region.edges(params["regions"][region.name])
+                narrowest = jnp.minimum(narrowest, jnp.min(jnp.diff(edges)) / (high - low))
+        return narrowest
 
     @jax.jit
     def step_fn(params: Params, opt_state: Any, step: jax.Array, indices: dict) -> tuple:
         batch = {name: events[name][index] for name, index in indices.items()}
-        knobs = Knobs(bandwidth(step), tuple(s(step) for s in slopes))
 
         def loss(params: Params) -> tuple[jax.Array, dict[str, Any]]:
-            return loss_fn(analysis.outputs(params, batch, knobs=knobs))
+            return loss_fn(analysis.outputs(params, batch, knobs=knobs(step)))
 
         (value, figures), grads = jax.value_and_grad(loss, has_aux=True)(params)
         updates, new_state = optimizer.update(grads, opt_state, params)
@@ -326,12 +335,17 @@ def train_analysis(
                     "step": done,
                     "loss": value,
                     "objectives": {k: float(v) for k, v in figures.items()},
-                    "bandwidth": float(bandwidth(step)),
+                    "bandwidth": {
+                        r.name: float(b(step)) for r, b in zip(regions, bandwidths, strict=True)
+                    },
                     "learning_rate": float(learning_rate(step)),
                     "time_s": time.perf_counter() - began,
                 }
-                if slopes:
-                    entry["slopes"] = [float(s(step)) for s in slopes]
+                if any(slopes):
+                    entry["slopes"] = {
+                        r.name: [float(s(step)) for s in cuts]
+                        for r, cuts in zip(regions, slopes, strict=True)
+                    }
                 _append(metrics_path, entry)
             if hard_evaluation is not None and training.evaluate_every and (
                 done % training.evaluate_every == 0

@@ -1,4 +1,4 @@
-"""The analysis pipeline and objectives: hard limit, normalisation, gradients, pyhf agreement."""
+"""The analysis and objectives (one region): hard limit, normalisation, gradients, pyhf."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from neosx.analysis import Analysis
 from neosx.config import load_config
 from neosx.data import load_events
 from neosx.evaluate import hard_histograms, pyhf_figures
 from neosx.infer import discovery_significance, expected_cls, expected_upper_limit
 from neosx.objectives import OBJECTIVES, make_loss
-from neosx.pipeline import Analysis
 
 DEFAULT = Path(__file__).parents[1] / "configs" / "neos_blobs.yaml"
 SMALL = [
@@ -34,9 +34,9 @@ def _analysis(*overrides: str) -> tuple[Analysis, dict[str, jax.Array]]:
 def test_hard_analysis_equals_numpy_cut_and_count() -> None:
     analysis, events = _analysis("cuts=[{feature: x, keep: below, init: 0.5, slope: 3.0}]")
     params = analysis.init_params(jax.random.PRNGKey(3))
-    params["edges"] = jnp.array([0.3, -0.2, 0.1, 0.5])  # non-uniform edges
+    params["regions"]["SR"]["edges"] = jnp.array([0.3, -0.2, 0.1, 0.5])  # non-uniform edges
     yields = analysis(params, events, hard=True)["SR"]
-    edges = np.asarray(analysis.edges(params))
+    edges = np.asarray(analysis.regions[0].edges(params["regions"]["SR"]))
     for sample, event_set, expected in [
         ("signal", "signal", 20.0), ("background", "background", 100.0)
     ]:
@@ -62,7 +62,7 @@ def test_soft_yields_conserve_expected_events_and_tend_to_hard() -> None:
     # overflow "clip" and no cuts: every sample sums to its expected yield
     np.testing.assert_allclose(float(jnp.sum(soft["signal"]["data"])), 20.0, rtol=1e-12)
     np.testing.assert_allclose(float(jnp.sum(soft["background"]["data"])), 100.0, rtol=1e-12)
-    knobs = analysis.knobs()._replace(bandwidth=1e-7)
+    knobs = analysis.knobs()._replace(bandwidths=(1e-7,))
     sharp = analysis(params, events, knobs=knobs)["SR"]["background"]["data"]
     hard = analysis(params, events, hard=True)["SR"]["background"]["data"]
     np.testing.assert_allclose(sharp, hard, atol=1e-6)
@@ -70,13 +70,14 @@ def test_soft_yields_conserve_expected_events_and_tend_to_hard() -> None:
 
 def test_trainable_edges_are_ordered_and_span_the_range() -> None:
     analysis, _ = _analysis()
-    edges = analysis.edges({"edges": jnp.array([2.0, -3.0, 0.5, 1.0])})
+    edges = analysis.regions[0].edges({"edges": jnp.array([2.0, -3.0, 0.5, 1.0])})
     assert float(edges[0]) == 0.0 and float(edges[-1]) == 1.0
     assert bool(jnp.all(jnp.diff(edges) > 0))
     fixed, _ = _analysis("histogram.trainable_edges=false")
     params = fixed.init_params(jax.random.PRNGKey(0))
-    assert "edges" not in params
-    np.testing.assert_allclose(fixed.edges(params), np.linspace(0, 1, 5))
+    assert "edges" not in params["regions"]["SR"]
+    edges = fixed.regions[0].edges(params["regions"]["SR"])
+    np.testing.assert_allclose(edges, np.linspace(0, 1, 5))
 
 
 def test_cls_gradient_matches_finite_differences() -> None:
@@ -85,7 +86,7 @@ def test_cls_gradient_matches_finite_differences() -> None:
 
     @jax.jit
     def cls_of(edge_logits: jax.Array, bias: jax.Array) -> jax.Array:
-        p = {**params, "edges": edge_logits}
+        p = {**params, "regions": {"SR": {**params["regions"]["SR"], "edges": edge_logits}}}
         p["observable"] = [*params["observable"][:-1], {**params["observable"][-1], "b": bias}]
         return expected_cls(analysis.model, 1.0, yields=analysis(p, events))
 
@@ -107,7 +108,9 @@ def test_hard_figures_of_neosx_equal_pyhf() -> None:
     histograms = hard_histograms(analysis, params, load_events(config.data, "test", 0))
     channel = histograms["SR"]
     assert np.all(channel["background"]["data"] > 0)  # every bin occupied: no bin dropped
-    figures = pyhf_figures(analysis.workspace(histograms), config.evaluation)
+    workspace, merged = analysis.workspace(histograms)
+    assert merged == {}
+    figures = pyhf_figures(workspace, config.evaluation)
 
     @jax.jit
     def neosx_figures(yields: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -124,7 +127,7 @@ def test_hard_figures_of_neosx_equal_pyhf() -> None:
     assert len(figures["cls_band"]) == 5 and figures["cls_band"][2] == figures["cls"]
 
 
-def test_empty_bins_are_left_out_of_the_workspace() -> None:
+def test_empty_bins_are_merged_into_their_neighbour() -> None:
     analysis, _ = _analysis()
     zero = np.zeros(4)
     nominal = np.array([0.0, 10.0, 20.0, 70.0])
@@ -136,11 +139,16 @@ def test_empty_bins_are_left_out_of_the_workspace() -> None:
                                               "lo_data": nominal}},
         },
     }}
-    workspace = analysis.workspace(yields)
+    workspace, merged = analysis.workspace(yields)
     assert workspace["observations"][0]["data"] == [10.0, 20.0, 70.0]
+    assert merged == {"SR": [[0, 1], [2], [3]]}
+    samples = {s["name"]: s for s in workspace["channels"][0]["samples"]}
+    modifiers = samples["background"]["modifiers"]
+    histosys = [m["data"]["hi_data"] for m in modifiers if m["type"] == "histosys"]
+    assert histosys == [[12.0, 20.0, 70.0]]
     yields["SR"]["signal"]["data"] = zero
     yields["SR"]["background"]["data"] = zero
-    with pytest.raises(ValueError, match="every bin of the analysis is empty"):
+    with pytest.raises(ValueError, match="region 'SR': no bin holds background"):
         analysis.workspace(yields)
 
 
@@ -179,12 +187,13 @@ def test_cut_thresholds_train_in_units_of_the_feature_spread() -> None:
         "cuts=[{feature: x, init: 0.5}, {feature: y, init: -1.0, trainable: false}]"
     )
     training = np.concatenate(list(load_events(analysis.config.data, "train", 0).values()))
-    np.testing.assert_allclose(analysis.cut_scales, training.std(axis=0), rtol=1e-12)
+    region = analysis.regions[0]
+    np.testing.assert_allclose(region.cut_scales, training.std(axis=0), rtol=1e-12)
     params = analysis.init_params(jax.random.PRNGKey(0))
-    np.testing.assert_allclose(analysis.thresholds(params), [0.5, -1.0], rtol=1e-12)
+    np.testing.assert_allclose(region.thresholds(params["regions"]["SR"]), [0.5, -1.0], rtol=1e-12)
 
     def signal_in_last_bin(p: dict) -> jax.Array:
         return analysis(p, events)["SR"]["signal"]["data"][-1]
 
-    grad = jax.grad(signal_in_last_bin)(params)["cuts"]
+    grad = jax.grad(signal_in_last_bin)(params)["regions"]["SR"]["cuts"]
     assert float(grad[0]) != 0.0 and float(grad[1]) == 0.0  # the frozen cut gets no gradient

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import uproot
 
+from neosx.analysis import Analysis
 from neosx.config import ConfigError, load_config
 from neosx.data import load_events
 from neosx.data.files import read_features
-from neosx.pipeline import Analysis
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 EVENTS = Path("/work/shared/data/events/cms_heptutorial_mc")
@@ -125,7 +125,8 @@ def test_weighted_samples_and_weight_variations_equal_numpy() -> None:
     np.testing.assert_allclose(yields["ww"]["normsys"]["pileup"]["hi"], hi, rtol=1e-12)
     # the weight-based normsys follows the selection, differentiably
     def hi_of(threshold: jax.Array) -> jax.Array:
-        p = {**params, "cuts": jnp.array([threshold]) / analysis.cut_scales[0]}
+        cuts = jnp.array([threshold]) / analysis.regions[0].cut_scales[0]
+        p = {**params, "regions": {"SR": {**params["regions"]["SR"], "cuts": cuts}}}
         return analysis(p, events)["SR"]["ww"]["normsys"]["pileup"]["hi"]
 
     grad = jax.grad(hi_of)(jnp.array(30.0))
@@ -164,8 +165,12 @@ def test_cms_study_runs_end_to_end_and_moves_the_cut(tmp_path: Path) -> None:
     result = run_study(config, raw, tmp_path / "cms", progress=False)
     assert result.status == "completed"
     evaluation = json.loads((tmp_path / "cms" / "evaluation.json").read_text())
-    initial, optimised = (evaluation["analyses"][k]["cuts"][0] for k in ("initial", "optimised"))
+    initial, optimised = (
+        evaluation["analyses"][k]["regions"]["SR"]["cuts"][0] for k in ("initial", "optimised")
+    )
     assert initial == pytest.approx(10.0) and abs(optimised - initial) > 1.0  # GeV
     assert result.summary["optimised"]["z0"] > result.summary["initial"]["z0"]
-    staterror = evaluation["analyses"]["optimised"]["histograms"]["ww"]["staterror"]
+    staterror = evaluation["analyses"]["optimised"]["regions"]["SR"]["histograms"]["ww"][
+        "staterror"
+    ]
     assert all(v >= 0 for v in staterror["staterror_SR"]["sumw2"])

@@ -73,9 +73,11 @@ def _analysis(scale: float, cuts: list[float], staterror: bool) -> dict[str, Any
         background["staterror"] = {"background_stat": {"sumw2": [4.0, 2.0, 1.0, 0.5]}}
     cls = 0.5 * scale
     return {
-        "edges": [0.0, 0.25, 0.5, 0.8, 1.0],
-        "cuts": cuts,
-        "histograms": {"signal": {"data": [1.0, 2.0, 4.0, 8.0]}, "background": background},
+        "regions": {"SR": {
+            "edges": [0.0, 0.25, 0.5, 0.8, 1.0],
+            "cuts": cuts,
+            "histograms": {"signal": {"data": [1.0, 2.0, 4.0, 8.0]}, "background": background},
+        }},
         "figures": {
             "cls": cls,
             "cls_band": _band(cls),
@@ -91,12 +93,14 @@ def _evaluation(baseline: bool, cuts: bool) -> dict[str, Any]:
     scales = {"initial": 1.0, "optimised": 0.1, "baseline": 0.3}
     labels = ["initial", "optimised", *(["baseline"] if baseline else [])]
     return {
-        "channel": "SR",
+        "regions": [{
+            "name": "SR", "observable": "score",
+            "cuts": [{"feature": "x", "keep": "above"}] if cuts else [],
+        }],
         "samples": [
             {"name": "signal", "role": "signal"},
             {"name": "background", "role": "background"},
         ],
-        "cuts": [{"feature": "x", "keep": "above"}] if cuts else [],
         "analyses": {
             label: _analysis(scales[label], thresholds[label] if cuts else [], label == "baseline")
             for label in labels

@@ -23,12 +23,13 @@ import pyhf
 import pytest
 from click.testing import CliRunner
 
+import neosx.evaluate
 import neosx.run
 import neosx.train
+from neosx.analysis import background_groups
 from neosx.cli import main
 from neosx.config import load_config
 from neosx.evaluate import pyhf_figures, pyhf_numpy
-from neosx.pipeline import background_groups
 from neosx.run import RunError, evaluate_run, export_workspace, run_study, trained_params
 from neosx.runfolder import LOCK, MANIFEST, atomic_write, dumps, locked
 from neosx.train import COLLAPSED_BIN, DIVERGED_LOSS, _problem, latest_checkpoint
@@ -225,7 +226,7 @@ def test_failed_hard_evaluation_is_recorded_and_evaluate_retries_it(
             )
         return pyhf_figures(workspace, evaluation)
 
-    monkeypatch.setattr(neosx.run, "pyhf_figures", fails_on_the_third)
+    monkeypatch.setattr(neosx.evaluate, "pyhf_figures", fails_on_the_third)
     config, raw = _small()
     run_dir = tmp_path / "eval"
     result = run_study(config, raw, run_dir, progress=False)
@@ -246,7 +247,7 @@ def test_failed_hard_evaluation_is_recorded_and_evaluate_retries_it(
 def test_bins_without_background_are_merged_for_pyhf() -> None:
     assert background_groups(np.array([0.0, 2.0, 0.0, 0.0, 3.0])) == [[0, 1, 2, 3], [4]]
     assert background_groups(np.array([1.0, 2.0])) == [[0], [1]]
-    with pytest.raises(ValueError, match="no bin of the hard analysis holds background"):
+    with pytest.raises(ValueError, match="no bin holds background"):
         background_groups(np.zeros(3))
     config, _ = _small()
     analysis = neosx.run.Analysis.from_config(config)
@@ -258,8 +259,8 @@ def test_bins_without_background_are_merged_for_pyhf() -> None:
         "background": {"data": background, "histosys": {"bkg_shape": {
             "hi_data": 1.1 * background, "lo_data": 0.9 * background}}},
     }}
-    workspace, groups = analysis.workspace(yields, report=True)
-    assert groups == [[0, 1], [2], [3]]
+    workspace, merged = analysis.workspace(yields)
+    assert merged == {"SR": [[0, 1], [2], [3]]}
     samples = {s["name"]: s for s in workspace["channels"][0]["samples"]}
     np.testing.assert_allclose(samples["signal"]["data"], [3.02, 1.0, 0.5])
     np.testing.assert_allclose(workspace["observations"][0]["data"], [20.0, 30.0, 40.0])

@@ -208,7 +208,7 @@ def test_nan_gradient_names_the_parameter(
     result = run_study(config, raw, tmp_path / "grad", progress=False)
     assert result.status == "stopped"
     assert result.message.startswith(
-        "optimised: non-finite gradient of params['edges'] at step 0"
+        "optimised: non-finite gradient of params['observable']"
     ), result.message
 
 

@@ -6,7 +6,7 @@ The modules are left as they are; before a docstring is parsed this extension
   the plural as a section of code examples; the singular is read as an admonition whose
   ``>>>`` lines Markdown turns into nested block quotes (and whose ``x[0][1]`` indexing it
   reads as reference links, which fails the strict build);
-- turns reStructuredText roles (``:class:`~neosx.pipeline.Outputs```) into code spans
+- turns reStructuredText roles (``:class:`~neosx.analysis.Outputs```) into code spans
   (the last component with ``~``, as Sphinx shows it) and a line-ending ``::`` into ``:``.
 """
 

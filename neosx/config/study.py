@@ -1,0 +1,92 @@
+"""The whole study: its sections, and the checks that span them."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+
+from neosx.config._base import Name, PositiveFloat, Strict
+from neosx.config.data import DataConfig
+from neosx.config.regions import CutConfig, HistogramConfig, RegionConfig
+from neosx.config.samples import FeatureShiftConfig, SampleConfig
+from neosx.config.training import (
+    BaselineConfig,
+    EvaluationConfig,
+    ObservableConfig,
+    TrainingConfig,
+)
+
+__all__ = ["SINGLE_REGION_FIELDS", "StudyConfig"]
+
+SINGLE_REGION_FIELDS = ("channel", "cuts", "histogram")
+"""The fields of the one-region form, which ``regions`` replaces."""
+
+
+class StudyConfig(Strict):
+    """One analysis study: data, samples, systematics, regions, observable, training.
+
+    A one-region study may give ``channel``, ``cuts`` and ``histogram`` at the top level
+    (the region histograms the observable's score); a study with several regions lists them
+    under ``regions`` instead. :attr:`analysis_regions` is the list either way.
+    """
+
+    name: Name
+    seed: int = Field(0, ge=0)
+    data: DataConfig = DataConfig()
+    channel: Name = "SR"
+    poi: Name = "mu"
+    lumi_uncertainty: PositiveFloat | None = None
+    samples: tuple[SampleConfig, ...] = Field(min_length=2)
+    systematics: tuple[FeatureShiftConfig, ...] = Field(
+        (), description="feature-shift systematics (each a histosys or normsys per region)"
+    )
+    regions: tuple[RegionConfig, ...] = Field(
+        (), description="the regions (channels); default: one region from channel, cuts, histogram"
+    )
+    cuts: tuple[CutConfig, ...] = ()
+    observable: ObservableConfig
+    histogram: HistogramConfig = HistogramConfig()
+    training: TrainingConfig = TrainingConfig()
+    baseline: BaselineConfig = BaselineConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    @field_validator("samples")
+    @classmethod
+    def _signal_and_background(
+        cls, samples: tuple[SampleConfig, ...]
+    ) -> tuple[SampleConfig, ...]:
+        names = [s.name for s in samples]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"duplicated sample names {duplicated}")
+        roles = {s.role for s in samples}
+        if roles != {"signal", "background"}:
+            raise ValueError(
+                f"need at least one 'signal' and one 'background' sample, got roles {sorted(roles)}"
+            )
+        return samples
+
+    @field_validator("regions")
+    @classmethod
+    def _unique_regions(cls, regions: tuple[RegionConfig, ...]) -> tuple[RegionConfig, ...]:
+        names = [r.name for r in regions]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"duplicated region names {duplicated}")
+        return regions
+
+    @model_validator(mode="after")
+    def _one_form_of_regions(self) -> StudyConfig:
+        given = [f for f in SINGLE_REGION_FIELDS if f in self.model_fields_set]
+        if self.regions and given:
+            raise ValueError(
+                f"give the regions under 'regions' or the one-region fields {list(given)} "
+                "at the top level, not both"
+            )
+        return self
+
+    @property
+    def analysis_regions(self) -> tuple[RegionConfig, ...]:
+        """The study's regions (the one-region form as one region named ``channel``)."""
+        if self.regions:
+            return self.regions
+        return (RegionConfig(name=self.channel, cuts=self.cuts, histogram=self.histogram),)

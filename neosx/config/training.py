@@ -1,0 +1,104 @@
+"""The observable, the objective and the optimisation loop; the hard evaluation's settings."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from neosx.config._base import Name, PositiveFloat, PositiveInt, ScheduleConfig, Strict, as_schedule
+
+__all__ = [
+    "OBJECTIVES",
+    "BaselineConfig",
+    "EvaluationConfig",
+    "Objective",
+    "ObservableConfig",
+    "OptimizerConfig",
+    "TrainingConfig",
+]
+
+
+class ObservableConfig(Strict):
+    """The variable that is histogrammed: an MLP on features, or one plain feature."""
+
+    type: Literal["mlp", "feature"] = "mlp"
+    features: tuple[Name, ...] = Field(min_length=1)
+    hidden: tuple[PositiveInt, ...] = (32, 32)
+    activation: Literal["relu", "tanh", "gelu", "softplus"] = "relu"
+    standardize: bool = Field(
+        True, description="mlp: scale inputs by the training events' mean and std"
+    )
+
+    @model_validator(mode="after")
+    def _one_feature(self) -> ObservableConfig:
+        if self.type == "feature" and len(self.features) != 1:
+            raise ValueError(f"type 'feature' takes exactly one feature, got {self.features}")
+        return self
+
+
+OBJECTIVES = (
+    "cls", "z0", "upper_limit", "poi_uncertainty", "bce", "s_over_sqrt_b", "asimov_significance"
+)
+Objective = Literal[
+    "cls", "z0", "upper_limit", "poi_uncertainty", "bce", "s_over_sqrt_b", "asimov_significance"
+]
+
+
+def _objective_weights(value: Any) -> Any:
+    """``"cls"`` is ``{"cls": 1.0}``."""
+    return {value: 1.0} if isinstance(value, str) else value
+
+
+class OptimizerConfig(Strict):
+    """An optax optimiser and its learning-rate schedule."""
+
+    name: Literal["adam", "adamw", "sgd", "rmsprop", "lamb"] = "adam"
+    learning_rate: ScheduleConfig = Field(
+        ScheduleConfig(init=1e-3), description="learning rate (a number or a as_schedule)"
+    )
+    clip_norm: PositiveFloat | None = Field(None, description="clip the gradient's global norm")
+
+    _lr = field_validator("learning_rate", mode="before")(as_schedule)
+
+
+class TrainingConfig(Strict):
+    """The optimisation loop."""
+
+    objective: dict[Objective, float] = Field(
+        default_factory=lambda: {"cls": 1.0},
+        description="objective name, or {name: weight} summed into the loss",
+    )
+    steps: PositiveInt = 200
+    batch_size: PositiveInt = Field(2000, description="events per event set per step")
+    optimizer: OptimizerConfig = OptimizerConfig()
+    checkpoint_every: PositiveInt = 50
+    log_every: PositiveInt = 1
+    evaluate_every: int = Field(0, ge=0, description="hard evaluation every K steps (0: off)")
+
+    _objective = field_validator("objective", mode="before")(_objective_weights)
+
+    @field_validator("objective")
+    @classmethod
+    def _not_empty(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("at least one objective is needed")
+        return value
+
+
+class BaselineConfig(Strict):
+    """The reference analysis: the same observable trained on another objective (BCE)."""
+
+    enabled: bool = True
+    objective: dict[Objective, float] = Field(default_factory=lambda: {"bce": 1.0})
+    steps: PositiveInt | None = Field(None, description="default: training.steps")
+
+    _objective = field_validator("objective", mode="before")(_objective_weights)
+
+
+class EvaluationConfig(Strict):
+    """The hard evaluation with pyhf."""
+
+    mu: PositiveFloat = Field(1.0, description="signal strength tested for CLs")
+    cl: float = Field(0.95, gt=0, lt=1, description="confidence level of the upper limit")
+    test_stat: Literal["qtilde", "q"] = "qtilde"
