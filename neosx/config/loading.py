@@ -106,7 +106,7 @@ def _check_parameters(config: StudyConfig) -> None:
         kinds["lumi"] = "the lumi modifier"
 
     def claim(name: str, kind: str, where: str) -> None:
-        if kinds.setdefault(name, kind) != kind:
+        if kinds.setdefault(name, f"a {kind}") != f"a {kind}":
             raise ConfigError(f"{where}: {name!r} is already {kinds[name]}, not a {kind}")
 
     for i, sample in enumerate(config.samples):
