@@ -212,9 +212,18 @@ def plot(run_dir: Path) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a configuration field before validating.")
 def validate(config: Path, overrides: tuple[str, ...]) -> None:
-    """Check a study configuration; print the resolved study as JSON."""
+    """Check a study configuration; print the resolved study as JSON.
+
+    Besides the schema, it reads the training events and builds the analysis and its
+    likelihood, so what only the data can tell (a sample without events in any region, a
+    region without events, weights that do not sum to a positive number) is reported too.
+    """
     try:
         study, _ = load_config(config, overrides)
+        _setup_jax()
+        from neosx.analysis import Analysis
+
+        Analysis.from_config(study)
     except ConfigError as error:
         _fail(str(error))
     click.echo(json.dumps(study.model_dump(mode="json"), indent=2))
