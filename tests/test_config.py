@@ -173,7 +173,7 @@ MALFORMED = [
     ),
     pytest.param(
         ["samples[1].normsys=[{name: lumi, hi: 1.1, lo: -0.9}]"], "samples[1].normsys[0].lo",
-        "greater than 0", -0.9, id="normsys-negative",
+        "greater than or equal to 0.01", -0.9, id="normsys-negative",
     ),
     pytest.param(["seed=-1"], "seed", "greater than or equal to 0", -1, id="seed-negative"),
     # ranges and intervals
@@ -473,3 +473,51 @@ def test_load_config_returns_resolved_raw_with_overrides(default_raw: dict[str, 
 def test_load_config_overrides_are_validated() -> None:
     with pytest.raises(ConfigError, match=r"^training\.steps: Input should be greater than 0"):
         load_config(DEFAULT, ["training.steps=-3"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["training.objective={cls: -1}"],
+         "training.objective: the weight of objective 'cls' must be finite and > 0 (got -1.0)"),
+        (["histogram.range=[2, 3]"],
+         "histogram.range: [2.0, 3.0] lies outside (0, 1), where the network's sigmoid output is"),
+        (["observable.type=feature", "observable.features=[x]"],
+         "baseline.objective: 'bce' trains a classifier, and observable.type is 'feature'"),
+        (["data.options={sigma: -1}"],
+         "data.options.sigma: must be a finite number > 0 (got -1)"),
+        (["data.options={signal_mean: [1, .nan]}"],
+         "data.options.signal_mean: must be two finite numbers [x, y]"),
+        (["histogram.bandwidth=.inf"],
+         "histogram.bandwidth.init: Input should be a finite number (got inf)"),
+        (["seed=99999999999999999999"], "seed: Input should be less than 9223372036854775808"),
+        (["evaluation.mu=200"], "evaluation.mu: Input should be less than or equal to 100"),
+        (["histogram.bandwidth={init: 0.1, end: 0.01}"],
+         "histogram.bandwidth: a constant schedule takes no 'end' or 'steps'"),
+        (["histogram.bins=10000000"], "histogram.bins: Input should be less than or equal to"),
+        (["data.test_events=1"], "data.test_events: Input should be greater than or equal to 100"),
+        (["samples[0].expected=1e300"], "samples[0].expected: Input should be less than or equal"),
+        (["samples[1].normsys=[{name: n, hi: 1e6, lo: 0.9}]"],
+         "samples[1].normsys[0].hi: Input should be less than or equal to 100"),
+        (["poi=background_shape"], "'background_shape' is already the POI, not a histosys"),
+        (["training.steps=[1,"], "--set training.steps: invalid YAML (line 1, column 4)"),
+    ],
+)
+def test_out_of_range_and_incompatible_values_are_one_line(
+    overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(DEFAULT, overrides)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_unreadable_yaml_is_one_line(tmp_path: Path) -> None:
+    duplicated = tmp_path / "dup.yaml"
+    duplicated.write_text("name: a\nname: b\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml: invalid YAML \(line 2, column 1\): "
+                       "duplicate key 'name'"):
+        load_config(duplicated)
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"name: a\nseed: \xff\n")
+    with pytest.raises(ConfigError, match=r"bin.yaml: not UTF-8 text \(byte 0xff on line 2\)"):
+        load_config(binary)

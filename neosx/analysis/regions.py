@@ -48,7 +48,7 @@ class Region(NamedTuple):
     @property
     def uses_score(self) -> bool:
         """Whether the region histograms the study's observable (the network score)."""
-        return self.config.observable == "score"
+        return self.config.uses_score
 
     def init_params(self) -> Params:
         """``{"cuts": (n_cuts,) thresholds in units of cut_scales, "edges": (B,) logits}``

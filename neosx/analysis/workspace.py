@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from neosx.config import SampleConfig, StudyConfig
+from neosx.config._base import POI_UPPER_BOUND
 from neosx.histfactory import build_spec
 
 __all__ = [
@@ -27,9 +28,6 @@ __all__ = [
     "placeholder",
 ]
 
-POI_UPPER_BOUND = 100.0
-"""Upper bound of the signal strength in the built models (pyhf's default 10 is too tight
-for the upper limit of a weak analysis before training)."""
 
 
 def mc_stat(sample: SampleConfig, region: str) -> tuple[str, str] | None:

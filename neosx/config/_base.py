@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "POI_UPPER_BOUND",
     "ConfigError",
     "Name",
     "PositiveFloat",
@@ -16,7 +17,11 @@ __all__ = [
     "as_schedule",
 ]
 
-PositiveFloat = Annotated[float, Field(gt=0)]
+POI_UPPER_BOUND = 100.0
+"""Upper bound of the signal strength in the built models (pyhf's default 10 is too tight
+for the upper limit of a weak analysis before training)."""
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")]
 
@@ -48,6 +53,11 @@ class ScheduleConfig(Strict):
     def _end_given(self) -> ScheduleConfig:
         if self.schedule != "constant" and self.end is None:
             raise ValueError(f"schedule '{self.schedule}' needs 'end'")
+        if self.schedule == "constant" and (self.end is not None or self.steps is not None):
+            raise ValueError(
+                "a constant schedule takes no 'end' or 'steps' (give a schedule: linear, "
+                "cosine or exponential)"
+            )
         return self
 
 

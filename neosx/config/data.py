@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from neosx.config._base import Name, PositiveInt, Strict
+from neosx.config._base import Name, Strict
 
 __all__ = ["DataConfig", "FileConfig"]
 
@@ -31,8 +31,14 @@ class DataConfig(Strict):
     """
 
     source: Literal["blobs", "files"] = "blobs"
-    train_events: PositiveInt = Field(10_000, description="blobs: events per event set (train)")
-    test_events: PositiveInt = Field(20_000, description="blobs: events per event set (test)")
+    train_events: int = Field(
+        10_000, ge=10, le=100_000_000, strict=True,
+        description="blobs: events per event set (train)",
+    )
+    test_events: int = Field(
+        20_000, ge=100, le=100_000_000, strict=True,
+        description="blobs: events per event set (test; at least 100 for a hard evaluation)",
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="blobs: generator options")
     files: dict[Name, FileConfig] = Field(
         default_factory=dict, description="files: {event set: file}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ def _first_error(error: ValidationError) -> str:
         return f"{_path(loc)}: required field is missing"
     value = detail.get("input")
     shown = f" (got {value!r})" if not isinstance(value, Mapping | tuple) else ""
+    if not loc and re.match(r"^[a-z_][\w.\[\]]*: ", message):
+        return message  # a check across sections, whose message names the field itself
     return f"{_path(loc)}: {message}{shown}"
 
 
@@ -196,8 +199,41 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        _set(result, key.strip(), yaml.safe_load(text))
+        try:
+            value = _yaml(text)
+        except yaml.YAMLError as error:
+            problem = _yaml_problem(error)
+            raise ConfigError(f"--set {key.strip()}: {problem} (got {text!r})") from None
+        _set(result, key.strip(), value)
     return result
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (else the last wins)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line: what is wrong with the YAML and where."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"invalid YAML{where}: {problem}"
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[StudyConfig, dict]:
@@ -215,14 +251,15 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[StudyC
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = _yaml(path.read_bytes().decode("utf-8"))
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start : error.start + 1].hex()
+        line = error.object[: error.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{byte} on line {line})") from None
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(error, "problem", error)
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+        raise ConfigError(f"{path}: {_yaml_problem(error)}") from None
     if raw is None:
         raise ConfigError(f"{path}: the file is empty")
     if not isinstance(raw, Mapping):

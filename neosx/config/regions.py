@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from neosx.config._base import Name, PositiveInt, ScheduleConfig, Strict, as_schedule
+from neosx.config._base import Name, ScheduleConfig, Strict, as_schedule
 from neosx.relax.hist import METHODS
 
 __all__ = ["CutConfig", "FeatureObservable", "HistogramConfig", "RegionConfig"]
@@ -30,7 +30,7 @@ class HistogramConfig(Strict):
     """The soft histogram of the observable (``hard=True`` evaluation uses the same bins)."""
 
     method: str = "kde"
-    bins: PositiveInt = 4
+    bins: int = Field(4, gt=0, le=10_000, strict=True)
     range: tuple[float, float] = (0.0, 1.0)
     trainable_edges: bool = False
     bandwidth: ScheduleConfig = Field(
@@ -92,6 +92,11 @@ class RegionConfig(Strict):
                 f"region '{self.name}' counts events (observable: count): it has no histogram"
             )
         return self
+
+    @property
+    def uses_score(self) -> bool:
+        """Whether the region histograms the study's observable."""
+        return self.observable == "score"
 
     @property
     def n_bins(self) -> int:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from neosx.config._base import Name, PositiveFloat, Strict
+from neosx.config._base import Name, Strict
 
 __all__ = [
     "FeatureShiftConfig",
@@ -52,8 +52,8 @@ class NormsysConfig(Variation):
     selected yield's change under per-event weight factors (``up_weight``, ``down_weight``),
     which then depends on the selection and is differentiated with it."""
 
-    hi: PositiveFloat | None = None
-    lo: PositiveFloat | None = None
+    hi: float | None = Field(None, ge=0.01, le=100.0, description="factor at +1 sigma")
+    lo: float | None = Field(None, ge=0.01, le=100.0, description="factor at -1 sigma")
 
     @model_validator(mode="after")
     def _form(self) -> NormsysConfig:
@@ -67,7 +67,9 @@ class SampleConfig(Strict):
     name: Name
     events: Name = Field(description="event set of the data source")
     role: Literal["signal", "background"]
-    expected: PositiveFloat = Field(description="expected events before any selection")
+    expected: float = Field(
+        gt=0, le=1e15, allow_inf_nan=False, description="expected events before any selection"
+    )
     weight: Name | None = Field(
         None, description="feature holding per-event weights (default: unweighted events)"
     )

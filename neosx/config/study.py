@@ -30,7 +30,7 @@ class StudyConfig(Strict):
     """
 
     name: Name
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=2**63)
     data: DataConfig = DataConfig()
     channel: Name = "SR"
     poi: Name = "mu"
@@ -82,6 +82,28 @@ class StudyConfig(Strict):
                 f"give the regions under 'regions' or the one-region fields {list(given)} "
                 "at the top level, not both"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _compatible_choices(self) -> StudyConfig:
+        objectives = {"training.objective": self.training.objective}
+        if self.baseline.enabled:
+            objectives["baseline.objective"] = self.baseline.objective
+        for where, weights in objectives.items():
+            if "bce" in weights and self.observable.type != "mlp":
+                raise ValueError(
+                    f"{where}: 'bce' trains a classifier, and observable.type is "
+                    f"{self.observable.type!r} (use mlp, or disable the baseline)"
+                )
+        if self.observable.type == "mlp":
+            for i, region in enumerate(self.analysis_regions):
+                low, high = region.histogram.range
+                if region.uses_score and (high <= 0.0 or low >= 1.0):
+                    where = f"regions[{i}].histogram" if self.regions else "histogram"
+                    raise ValueError(
+                        f"{where}.range: {[low, high]} lies outside (0, 1), where the "
+                        "network's sigmoid output is"
+                    )
         return self
 
     @property

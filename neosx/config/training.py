@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from neosx.config._base import Name, PositiveFloat, PositiveInt, ScheduleConfig, Strict, as_schedule
+from neosx.config._base import (
+    POI_UPPER_BOUND,
+    Name,
+    PositiveFloat,
+    PositiveInt,
+    ScheduleConfig,
+    Strict,
+    as_schedule,
+)
 
 __all__ = [
     "OBJECTIVES",
@@ -62,6 +71,19 @@ class OptimizerConfig(Strict):
     _lr = field_validator("learning_rate", mode="before")(as_schedule)
 
 
+def _positive_weights(value: dict[str, float]) -> dict[str, float]:
+    """At least one objective, each with a finite weight > 0 (a negative weight would
+    maximise what the objective minimises)."""
+    if not value:
+        raise ValueError("at least one objective is needed")
+    for name, weight in value.items():
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(
+                f"the weight of objective {name!r} must be finite and > 0 (got {weight})"
+            )
+    return value
+
+
 class TrainingConfig(Strict):
     """The optimisation loop."""
 
@@ -77,13 +99,7 @@ class TrainingConfig(Strict):
     evaluate_every: int = Field(0, ge=0, description="hard evaluation every K steps (0: off)")
 
     _objective = field_validator("objective", mode="before")(_objective_weights)
-
-    @field_validator("objective")
-    @classmethod
-    def _not_empty(cls, value: dict[str, float]) -> dict[str, float]:
-        if not value:
-            raise ValueError("at least one objective is needed")
-        return value
+    _weights = field_validator("objective")(_positive_weights)
 
 
 class BaselineConfig(Strict):
@@ -94,11 +110,16 @@ class BaselineConfig(Strict):
     steps: PositiveInt | None = Field(None, description="default: training.steps")
 
     _objective = field_validator("objective", mode="before")(_objective_weights)
+    _weights = field_validator("objective")(_positive_weights)
 
 
 class EvaluationConfig(Strict):
     """The hard evaluation with pyhf."""
 
-    mu: PositiveFloat = Field(1.0, description="signal strength tested for CLs")
+    mu: float = Field(
+        1.0, gt=0, le=POI_UPPER_BOUND, allow_inf_nan=False,
+        description=f"signal strength tested for CLs (within the POI's bounds, 0 to "
+        f"{POI_UPPER_BOUND:g})",
+    )
     cl: float = Field(0.95, gt=0, lt=1, description="confidence level of the upper limit")
     test_stat: Literal["qtilde", "q"] = "qtilde"

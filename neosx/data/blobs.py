@@ -9,6 +9,7 @@ Energy Physics", arXiv:2203.05570). Options: ``"<event set>_mean": [x, y]`` and 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,19 @@ def check(data: Any) -> None:
             f"data.options.{unknown[0]}: unknown option of source 'blobs', "
             f"known: {sorted(DEFAULTS)}"
         )
+    options = {**DEFAULTS, **data.options}
+    sigma = options["sigma"]
+    if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"data.options.sigma: must be a finite number > 0 (got {sigma!r})")
+    for name in _MEANS:
+        mean = options[f"{name}_mean"]
+        if not (
+            isinstance(mean, list | tuple) and len(mean) == 2
+            and all(isinstance(v, int | float) and math.isfinite(v) for v in mean)
+        ):
+            raise ValueError(
+                f"data.options.{name}_mean: must be two finite numbers [x, y] (got {mean!r})"
+            )
 
 
 def generate(options: dict[str, Any], n_events: int, seed: Any) -> dict[str, np.ndarray]:
