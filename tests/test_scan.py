@@ -185,6 +185,7 @@ def _killer(lock: Path, times: int, ready: Callable[[], bool]) -> threading.Thre
     return thread
 
 
+@pytest.mark.slow
 def test_failed_and_lost_jobs_are_recorded_and_the_others_finish(
     tmp_path: Path, cache: Path
 ) -> None:
