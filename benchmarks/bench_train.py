@@ -70,10 +70,10 @@ def _neosx_step(overrides: list[str], batch_size: int) -> tuple[Callable, tuple,
     import jax.numpy as jnp
     import optax
 
+    from neosx.analysis import Analysis
     from neosx.config import load_config
     from neosx.data import load_events
     from neosx.objectives import make_loss
-    from neosx.analysis import Analysis
     from neosx.train import _minibatch, make_optimizer
 
     config, _ = load_config(CONFIG, overrides)

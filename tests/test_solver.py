@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neosx.infer import _solver
+from neosx.infer import _newton
 from neosx.infer._solver import minimize, positive_definite_solve
 
 WIDE = np.array([[-100.0, 100.0], [-100.0, 100.0]])
@@ -111,7 +111,7 @@ def test_start_at_the_minimum_takes_no_step() -> None:
 
 def test_iteration_budget_exhausted_is_not_converged(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a budget of one step, a fit that needs several reports that it did not converge."""
-    monkeypatch.setattr(_solver, "MAX_ITERATIONS", 1)
+    monkeypatch.setattr(_newton, "MAX_ITERATIONS", 1)
     centre = jnp.array([0.5, -1.0])
     solution = minimize(hyperbolic, centre + 3.0, WIDE, np.zeros(2, bool), centre)
     assert not bool(solution.converged)
@@ -129,7 +129,7 @@ def _random_symmetric(size: int, rng: np.random.Generator, definite: bool) -> np
     return (q * eigenvalues) @ q.T
 
 
-@pytest.mark.parametrize("size", [1, 2, 5, _solver.UNROLLED_SOLVE_SIZE, 9, 21])
+@pytest.mark.parametrize("size", [1, 2, 5, _newton.UNROLLED_SOLVE_SIZE, 9, 21])
 def test_positive_definite_solve_matches_numpy(size: int) -> None:
     rng = np.random.default_rng(size)
     matrix, rhs = _random_symmetric(size, rng, definite=True), rng.normal(size=size)
@@ -142,7 +142,39 @@ def test_positive_definite_solve_matches_numpy(size: int) -> None:
         indefinite = _random_symmetric(size, rng, definite=False)
         assert np.all(np.isnan(solve(indefinite, rhs)))
         # the Newton step's solve falls back to the eigendecomposition there
-        fallback = jax.jit(_solver._symmetric_solve)(indefinite, rhs)
+        fallback = jax.jit(_newton.symmetric_solve)(indefinite, rhs)
         expected = np.linalg.solve(indefinite, rhs)
         scale = np.abs(expected).max()
         np.testing.assert_allclose(fallback, expected, rtol=1e-7, atol=1e-7 * scale)
+
+
+def test_offsets_restart_a_fit_stuck_in_the_higher_well() -> None:
+    """With the tilt the double well's minimum near +1 is the higher one: the fit from 0.9
+    alone stays there; with restarts (start 0.9 -+ 1.5, and the curvature directions) the
+    fit ends in the lower well near -1, and the implicit gradient is taken there."""
+    tilt = jnp.array(0.1)
+    init = jnp.array([0.9])
+    local = minimize(double_well, init, WIDE[:1], np.zeros(1, bool), tilt)
+    assert float(local.pars[0]) > 0
+    offsets = jnp.array([[1.5]])
+    found = minimize(double_well, init, WIDE[:1], np.zeros(1, bool), tilt, offsets)
+    x = float(found.pars[0])
+    assert bool(found.converged) and bool(found.searched)
+    assert x < 0 and abs(x**3 - x + 0.1) < 1e-10
+    assert float(found.value) < float(local.value)
+    assert int(found.start) == 2  # init - offsets[0]
+    # x*(tilt) solves x^3 - x + tilt = 0: dx*/dtilt = -1 / (3 x^2 - 1)
+    slope = jax.grad(
+        lambda t: minimize(double_well, init, WIDE[:1], np.zeros(1, bool), t, offsets).pars[0]
+    )(tilt)
+    assert float(slope) == pytest.approx(-1.0 / (3 * x**2 - 1), rel=1e-9)
+
+
+def test_offsets_on_a_convex_objective_cost_one_fit() -> None:
+    """The convexity test passes on a convex bowl: no restart runs, the init wins."""
+    centre = jnp.array([0.5, -1.0])
+    solution = minimize(hyperbolic, centre + 3.0, WIDE, np.zeros(2, bool), centre,
+                        jnp.eye(2))
+    assert bool(solution.converged) and not bool(solution.searched)
+    assert int(solution.start) == 0
+    np.testing.assert_allclose(solution.pars, centre, atol=1e-9)

@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
-from jax.scipy.special import xlogy
 
 from neosx.histfactory.interpolation import HISTOSYS_CODES, NORMSYS_CODES
 from neosx.histfactory.layout import Layout
@@ -284,25 +283,21 @@ def expected_auxdata(layout: Layout, pars: Array, prepared: Prepared) -> Array:
 _STIRLING = (1 / 12, -1 / 360, 1 / 1260, -1 / 1680, 1 / 1188, -691 / 360360)
 
 
-def _log_factorial(n: Array) -> Array:
-    """``lgamma(n + 1)`` for counts ``n >= 0`` (any real), to 5e-15 absolute where it is
-    below 1 and relative above (checked against mpmath from 0 to 1e300).
+def _log_poisson_shifted(n: Array) -> Array:
+    """``log Pois(n | n + 9) = n log(z) - z - lgamma(n + 1)``, ``z = n + 9``, for counts
+    ``n >= 0`` (any real): ``log(R) - log(z) / 2 - log(2 pi) / 2 - series / z``, with
+    Stirling's series at ``z`` and ``R = (n + 1) ... (n + 8) / z**8`` from the recurrence
+    ``lgamma(n + 1) = lgamma(z) - log((n + 1) ... (n + 8))``. Every term is O(log z), so
+    the value (about -9 at ``n = 0``, ``-log(2 pi n) / 2`` for large ``n``) is accurate to
+    ~1e-15 absolute from 0 to 1e300, where ``lgamma(n + 1)`` itself is ~``n log n``.
 
-    Stirling's series at ``z = n + 9``, shifted back by 8 through the recurrence
-    ``lgamma(x) = lgamma(x + 8) - log(x (x + 1) ... (x + 7))``, ``x = n + 1``, at every
-    ``n``. The rising product is ``p (p + 6) (p + 10) (p + 12)`` with ``p = x (x + 7)``
-    (pairing ``x + k`` with ``x + 7 - k``), each factor divided by ``z**2`` so that none
-    exceeds 1 and nothing overflows. About twice as fast on CPU as XLA's general
-    ``lgamma``, whose reflection formula for negative arguments counts never need.
-
-    Two properties matter to XLA's CPU backend, which compiles this into a loop over bins:
-    with no branch, it fuses into the loop that reads it (a shift only where ``x < 9`` was a
-    select of two computed operands, which XLA does not copy into its many readers: a loop
-    of its own); and at 34 operations and 2 logarithms per bin it stays below the cost at
-    which XLA splits the loop over the cores (flops + 2 transcendentals + 10 bytes >= 2e5:
-    1011 bins and more; the previous forms, 47 operations and more, were split from 948
-    bins or fewer), whose hand-off costs more than the loop. 1000-bin logpdf, two cores,
-    same process: median 45.0 -> 32.7 us.
+    The rising product is ``p (p + 6) (p + 10) (p + 12)`` with ``p = (n + 1) (n + 8)``
+    (pairing ``n + k`` with ``n + 9 - k``), each factor divided by ``z**2`` so that none
+    exceeds 1 and nothing overflows. Written for XLA's CPU backend, which compiles it into
+    one loop over bins: no branch (a shift only where ``n < 8`` was a select of two
+    computed operands that every term read: a loop of its own), and few operations per bin,
+    since XLA splits a loop over the cores from a cost of flops + 2 transcendentals + 10
+    bytes >= 2e5, and at these sizes the hand-off costs more than the loop.
     """
     z = n + 9.0
     inverse = 1.0 / z
@@ -312,40 +307,92 @@ def _log_factorial(n: Array) -> Array:
     series = _STIRLING[-1]
     for coefficient in _STIRLING[-2::-1]:
         series = series * inverse_sq + coefficient
-    # (z - 1/2) log z - z + log(2 pi) / 2 + series / z, less log(rising * z**8)
-    stirling_less_8_log_z = (z - 8.5) * jnp.log(z) - (z - 0.5 * np.log(2.0 * np.pi))
-    return stirling_less_8_log_z + series * inverse - jnp.log(rising)
+    return (jnp.log(rising) - 0.5 * np.log(2.0 * np.pi)) - (0.5 * jnp.log(z) + series * inverse)
 
 
-def _poisson_sum(n: Array, rate: Array, relative: bool) -> Array:
-    """Sum over bins of pyhf's continuous Poisson ``n log(rate) - rate - lgamma(n + 1)``, or
-    with ``relative`` of :func:`_poisson_log_ratio`.
+def _log_factorial(n: Array) -> Array:
+    """``lgamma(n + 1)`` for counts ``n >= 0`` (any real), to 5e-15 absolute where it is
+    below 1 and relative above: ``n log(z) - z - log Pois(n | z)``, ``z = n + 9``."""
+    z = n + 9.0
+    return (n * jnp.log(z) - z) - _log_poisson_shifted(n)
 
-    The data-only ``lgamma(n + 1)`` is summed on its own, not bin by bin with the rest, so
-    that XLA computes it apart from the rates and at the same time, instead of in one loop
-    that waits for them: at 1000 bins that loop is compute-bound enough for XLA to split it
-    over the cores, on the critical path. Same-run A/B, two cores, 1000-bin logpdf: 35.9 ->
-    22.2 us (``benchmarks/bench_histfactory.py``). The price is round-off: the two sums are
-    larger than their difference, and the published workspaces' logpdf agrees with pyhf to
-    <= 4e-12 relative instead of <= 4e-13 at the benchmark's point (<= 5e-11 over 21 points
-    inside the bounds, ``benchmarks/agreement_histfactory.py``).
+
+# log(rate / ref) = 2 atanh(v), v = (rate - ref) / (rate + ref): twice the coefficients of
+# (atanh(v) - v) / v**3 in powers of v**2, used for |v| < 1/10, where the next one is 1e-16
+# of the sum (beyond, the direct form, whose rounded rate / ref costs ~2 ulp / x**2 for
+# x = rate / ref - 1, is within 6e-15 relative).
+_ATANH_SERIES = tuple(2.0 / k for k in range(3, 17, 2))
+
+
+def _poisson_log_ratio(n: Array, rate: Array, shift: float) -> Array:
+    """``log Pois(n | rate) - log Pois(n | ref) = n log(rate / ref) + ref - rate`` with
+    ``ref = n + shift``, ``shift > 0``, for ``n, rate >= 0``, without cancellation: within
+    a few ulps of the value itself, or of ``rate - ref`` where the two terms nearly cancel.
+
+    Pyhf's ``n log(rate) - rate`` carries the round-off of numbers ~``n log n`` (3e-3 at
+    ``n = 1e12``, e.g. a shapesys constraint ``tau = 1e12``). Here, with ``e = rate - ref``
+    (exact by Sterbenz' lemma where the two are close) and ``v = e / (rate + ref)``,
+    ``log(rate / ref) = 2 atanh(v)`` and the value is ``v (n v**2 (2/3 + 2 v**2 / 5 + ...)
+    - e - 2 shift)``, terms that do not cancel, for ``|v| < 1/10`` (and at
+    ``n = rate = 0``); elsewhere ``n log(rate / ref) - e``, which loses no more than a few
+    ulps there.
+
+    Written for XLA's CPU backend. The quotient ``v``, read by several operations, is a
+    loop of its own (XLA does not fuse a division into a loop that reads it more than
+    once); the rest, ~25 operations and one logarithm per bin, reads it with the rates and
+    data. Fused into one loop, those ~30 operations per 24 bytes made it compute-bound in
+    XLA's cost model, and XLA split it over the cores from ~750 bins, at a loss.
     """
-    if relative:
-        return jnp.sum(_poisson_log_ratio(n, rate))
-    return jnp.sum(xlogy(n, rate) - rate) - jnp.sum(_log_factorial(n))
+    ref = n + shift
+    e = rate - ref
+    v = e / (rate + ref)
+    v_sq = v * v
+    series = _ATANH_SERIES[-1]
+    for coefficient in _ATANH_SERIES[-2::-1]:
+        series = series * v_sq + coefficient
+    near = v * (n * v_sq * series - (e + 2.0 * shift))
+    far = n * jnp.log(rate / ref) - e
+    return jnp.where((v_sq < 0.01) | (n + rate == 0), near, far)
 
 
-def _poisson_log_ratio(n: Array, rate: Array) -> Array:
-    """``log Pois(n | rate) - log Pois(n | n)`` = ``n (log1p(u) - u)``, ``u = (rate - n) / n``.
-
-    Small near the best fit whatever the size of ``n``: a shapesys constraint with
-    ``tau = 2.5e11`` contributes O(1) here instead of 6.5e12, whose float64 spacing (1e-3)
-    would swamp likelihood differences. ``n = 0`` gives ``-rate``.
+def _saturated_log_ratio(n: Array, rate: Array) -> Array:
+    """``log Pois(n | rate) - log Pois(n | n)`` = ``n (log1p(u) - u)``, ``u = (rate - n) / n``
+    (``-rate`` at ``n = 0``; ``log(rate / n)`` for ``u <= -1/2``): the fits' objective,
+    O(1) near the best fit whatever the size of ``n`` (a shapesys constraint with ``tau =
+    2.5e11`` contributes O(1) here instead of 6.5e12), to a few ulps of ``|rate - n|``.
+    Fewer operations than :func:`_poisson_log_ratio`, whose relative accuracy the fits do
+    not need: Newton's Hessian of it runs at every iteration.
     """
     positive = n > 0
     safe_n = jnp.where(positive, n, 1.0)
     u = (rate - n) / safe_n
-    return jnp.where(positive, safe_n * (jnp.log1p(u) - u), -rate)
+    # log1p(u) loses digits as u -> -1 (1 + u is rounded), log(rate / n) does not
+    log_ratio = jnp.where(u > -0.5, jnp.log1p(u), jnp.log(rate / safe_n))
+    return jnp.where(positive, safe_n * (log_ratio - u), -rate)
+
+
+#: ``log Pois(n | rate)`` is taken relative to ``log Pois(n | n + 9)``, whose Stirling
+#: series at ``n + 9`` needs no shift of its own (:func:`_log_poisson_shifted`).
+_REFERENCE_SHIFT = 9.0
+
+
+def _poisson_sum(n: Array, rate: Array, relative: bool) -> Array:
+    """Sum over bins of pyhf's continuous Poisson ``log Pois(n | rate) = n log(rate) - rate
+    - lgamma(n + 1)``, or with ``relative`` of ``log Pois(n | rate) - log Pois(n | n)``.
+
+    ``log Pois(n | rate)`` is computed as ``log Pois(n | n + 9)`` (data only,
+    :func:`_log_poisson_shifted`) plus the log ratio to it (:func:`_poisson_log_ratio`),
+    both without pyhf's cancellation of terms ~``n log n``. The data-only sum is taken on
+    its own, so that XLA computes it apart from the rates and at the same time, instead of
+    in one loop that waits for them (at 1000 bins that loop is compute-bound enough for
+    XLA to split it over the cores, on the critical path). The two sums are O(1) per bin
+    (the ratio's ``+9`` against the reference's ``-9`` at small counts), so adding them
+    loses ~1e-15 per bin.
+    """
+    if relative:
+        return jnp.sum(_saturated_log_ratio(n, rate))
+    ratio = jnp.sum(_poisson_log_ratio(n, rate, _REFERENCE_SHIFT))
+    return ratio + jnp.sum(_log_poisson_shifted(n))
 
 
 def logpdf(

@@ -199,6 +199,16 @@ class HistFactory:
         return model
 
     @functools.cached_property
+    def kinked_parameters(self) -> np.ndarray:
+        """Indices of the parameters whose interpolation has a kink at 0 (histosys code0,
+        normsys code1: piecewise in alpha), where the likelihood's slope may jump and a fit
+        cannot see a second minimum from the curvature."""
+        layout = self._layout
+        kinked = [layout.histosys_par] if layout.histosys_code == "code0" else []
+        kinked += [layout.normsys_par] if layout.normsys_code == "code1" else []
+        return np.unique(np.concatenate([np.zeros(0, int), *kinked]).astype(int))
+
+    @functools.cached_property
     def _spec_prepared(self) -> Prepared:
         """:meth:`prepare` of the spec's own yields, as constants (computed once)."""
         # compiled and run ahead of time: concrete even when first needed under a trace

@@ -2,8 +2,11 @@
 
 Free (MLE) and constrained fits (parameters fixed by the measurement or by the caller,
 e.g. the POI at a tested value), within the model's bounds, by projected Newton with the
-exact Hessian; gradients w.r.t. data, yields and fixed values by the implicit function
-theorem (:mod:`neosx.infer._solver`).
+exact Hessian; where the likelihood shows itself non-convex (e.g. a histosys whose up and
+down variations lie on the same side of the nominal), restarted from each constrained
+nuisance parameter at +-1 sigma, from the first minimum mirrored through the start and along
+its direction of least curvature, keeping the lowest minimum; gradients w.r.t. data, yields
+and fixed values by the implicit function theorem at that minimum (:mod:`neosx.infer._solver`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ from neosx.histfactory import HistFactory
 from neosx.histfactory._checks import check_within_bounds, checked_data, checked_shape, is_traced
 from neosx.infer._solver import Solution, minimize
 
-__all__ = ["FitError", "checked", "fit", "fit_causes", "fit_solution", "require_float64"]
+__all__ = [
+    "FitError", "checked", "fit", "fit_causes", "fit_solution", "require_float64",
+    "restart_offsets",
+]
 
 
 class FitError(RuntimeError):
@@ -77,6 +83,26 @@ def _start(model: HistFactory, init: ArrayLike | None, values: list) -> jax.Arra
     return start
 
 
+def restart_offsets(
+    model: HistFactory, start: jax.Array, mask: np.ndarray, yields: Any
+) -> tuple[jax.Array, jax.Array]:
+    """``(offsets (S, npars), kink_offsets (K, npars))`` of a fit's global search: one row
+    per constrained parameter that is not fixed, one constraint width (``1 /
+    sqrt(information)`` at ``start``, following the yields) on that parameter, zero
+    elsewhere; the kink rows are those of the parameters whose interpolation has a kink at
+    0 (:attr:`HistFactory.kinked_parameters`). The constrained set is static: the
+    parameters with a constraint term at the spec's yields."""
+    config = model.config
+    with jax.ensure_compile_time_eval():
+        constrained = np.asarray(model.constraint_information(config.suggested_init)) > 0
+    (indices,) = np.nonzero(constrained & ~mask)
+    widths = jax.lax.rsqrt(model.constraint_information(start, yields)[indices])
+    offsets = jnp.zeros((indices.size, config.npars), jnp.float64)
+    offsets = offsets.at[np.arange(indices.size), indices].set(widths)
+    kinked = np.isin(indices, model.kinked_parameters)
+    return offsets, offsets[np.nonzero(kinked)[0]]
+
+
 def fit_solution(
     model: HistFactory,
     data: ArrayLike,
@@ -90,6 +116,10 @@ def fit_solution(
     ``Solution.value`` is the minimised ``-model.log_likelihood_ratio`` (the negative
     log-likelihood up to a function of data and yields), differentiable w.r.t. data, yields
     and the fixed values; differences of it between fits are exact likelihood ratios.
+    ``Solution.start`` says which start the minimum came from (0: ``init``; ``k + 1`` and
+    ``S + k + 1``: the k-th unfixed constrained parameter of :func:`restart_offsets` at
+    +1 and -1 sigma; above ``2 S``: the mirrored and curvature restarts of
+    :func:`~neosx.infer._solver.minimize`), ``Solution.searched`` whether restarts ran.
     """
     require_float64()
     yields = model.prepare(yields)
@@ -102,7 +132,8 @@ def fit_solution(
 
     bounds = jnp.asarray(model.config.suggested_bounds, jnp.float64)
     data = jnp.asarray(data, jnp.float64)
-    solution = minimize(nll, start, bounds, mask, (data, yields, start))
+    offsets, kink_offsets = restart_offsets(model, start, mask, yields)
+    solution = minimize(nll, start, bounds, mask, (data, yields, start), offsets, kink_offsets)
     pars = jnp.where(mask, start, solution.pars)
     return solution._replace(pars=pars)
 
