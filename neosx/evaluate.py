@@ -71,13 +71,18 @@ def hard_workspace(
     return analysis.workspace(hard_histograms(analysis, params, events))[0]
 
 
-def pyhf_figures(workspace: Mapping[str, Any], evaluation: EvaluationConfig) -> dict[str, Any]:
+def pyhf_figures(
+    workspace: Mapping[str, Any], evaluation: EvaluationConfig, poi: str | None = None
+) -> dict[str, Any]:
     """Expected CLs (median and band), Z0 and the expected upper limit, computed by pyhf.
 
     Args:
         workspace: A workspace whose observations are the background-only expectation
             (as :meth:`Analysis.workspace` writes it).
         evaluation: mu tested, confidence level, test statistic.
+        poi: The POI they are about, on its background-only Asimov data (the other POIs at
+            1, free in the fits); default: the measurement's, on the workspace's
+            observations.
 
     Returns:
         ``{"cls": float, "cls_band": [5 floats, +2 sigma ... -2 sigma], "z0": float,
@@ -88,8 +93,14 @@ def pyhf_figures(workspace: Mapping[str, Any], evaluation: EvaluationConfig) -> 
     """
     with pyhf_numpy():
         ws = pyhf.Workspace(dict(workspace))
-        model = ws.model()
-        data = ws.data(model)
+        if poi is None:
+            model = ws.model()
+            data = ws.data(model)
+        else:  # its background-only Asimov data: the other POIs at their nominal 1
+            model = ws.model(poi_name=poi)
+            pars = np.asarray(model.config.suggested_init())
+            pars[model.config.poi_index] = 0.0
+            data = model.expected_data(pars)
         _, band = pyhf.infer.hypotest(
             evaluation.mu, data, model, test_stat=evaluation.test_stat,
             return_expected_set=True,
@@ -117,14 +128,21 @@ def hard_figures(
     """pyhf's figures of hard histograms and their workspace.
 
     Returns:
-        ``(figures, workspace)``; ``figures["merged_bins"]`` names the bins merged for pyhf
-        per region, if any. A failure of the workspace or of pyhf's fits is returned as
-        ``({"status": "failed", "reason": ...}, None)`` instead of raised, so that the other
-        analyses are still reported and nothing trained is lost.
+        ``(figures, workspace)``: the figures of the study's POI (:func:`pyhf_figures`),
+        with several POIs ``figures["pois"]`` those of each other POI, and
+        ``figures["merged_bins"]`` the bins merged for pyhf per region, if any. A failure
+        of the workspace or of pyhf's fits is returned as ``({"status": "failed", "reason":
+        ...}, None)`` instead of raised, so that the other analyses are still reported and
+        nothing trained is lost.
     """
+    config = analysis.config
     try:
         workspace, merged = analysis.workspace(histograms)
-        figures = pyhf_figures(workspace, analysis.config.evaluation)
+        figures = pyhf_figures(workspace, config.evaluation)
+        if len(config.pois) > 1:
+            figures["pois"] = {
+                poi: pyhf_figures(workspace, config.evaluation, poi) for poi in config.pois[1:]
+            }
     except Exception as error:  # pyhf's optimiser failing is data about this analysis
         reason = " ".join(str(error).split()) or "(no message)"
         return {"status": "failed", "reason": f"{type(error).__name__}: {reason}"}, None

@@ -13,10 +13,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from neosx import infer, metrics
 from neosx.analysis import Analysis, Outputs
-from neosx.config import EvaluationConfig
+from neosx.config import EvaluationConfig, ObjectiveTerm
+from neosx.histfactory import HistFactory
 
 __all__ = ["OBJECTIVES", "Objective", "make_loss"]
 
@@ -25,36 +27,55 @@ class Objective(NamedTuple):
     """A registered objective.
 
     Attributes:
-        fn: ``fn(analysis, outputs, evaluation) -> (loss, figure)``.
+        fn: ``fn(analysis, outputs, evaluation, term) -> (loss, figure)``; ``term`` holds
+            the entry's options (the POIs it acts on).
         description: What the figure is, for logs and docs.
     """
 
-    fn: Callable[[Analysis, Outputs, EvaluationConfig], tuple[jax.Array, jax.Array]]
+    fn: Callable[
+        [Analysis, Outputs, EvaluationConfig, ObjectiveTerm], tuple[jax.Array, jax.Array]
+    ]
     description: str
 
 
-def _cls(analysis: Analysis, out: Outputs, ev: EvaluationConfig) -> tuple[jax.Array, jax.Array]:
-    cls = infer.expected_cls(analysis.model, ev.mu, yields=out.yields)
+Fn = Callable[[Analysis, Outputs, EvaluationConfig, ObjectiveTerm], tuple[jax.Array, jax.Array]]
+
+
+def _model(analysis: Analysis, term: ObjectiveTerm) -> HistFactory:
+    """The likelihood with the term's POI (default: the study's) as its POI."""
+    return analysis.models[term.pois[0]] if term.pois else analysis.model
+
+
+def _cls(analysis: Analysis, out: Outputs, ev: EvaluationConfig, term: ObjectiveTerm):
+    cls = infer.expected_cls(_model(analysis, term), ev.mu, yields=out.yields)
     return cls, cls
 
 
-def _z0(analysis: Analysis, out: Outputs, ev: EvaluationConfig) -> tuple[jax.Array, jax.Array]:
-    z0 = infer.discovery_significance(analysis.model, yields=out.yields)
+def _z0(analysis: Analysis, out: Outputs, ev: EvaluationConfig, term: ObjectiveTerm):
+    z0 = infer.discovery_significance(_model(analysis, term), yields=out.yields)
     return -z0, z0
 
 
-def _upper_limit(
-    analysis: Analysis, out: Outputs, ev: EvaluationConfig
-) -> tuple[jax.Array, jax.Array]:
-    mu_up = infer.expected_upper_limit(analysis.model, ev.cl, yields=out.yields)
+def _upper_limit(analysis: Analysis, out: Outputs, ev: EvaluationConfig, term: ObjectiveTerm):
+    mu_up = infer.expected_upper_limit(_model(analysis, term), ev.cl, yields=out.yields)
     return mu_up, mu_up
 
 
 def _poi_uncertainty(
-    analysis: Analysis, out: Outputs, ev: EvaluationConfig
+    analysis: Analysis, out: Outputs, ev: EvaluationConfig, term: ObjectiveTerm
 ) -> tuple[jax.Array, jax.Array]:
-    sigma = infer.poi_uncertainty(analysis.model, ev.mu, yields=out.yields)
-    return sigma, sigma
+    """sigma of one POI; of several, the sum of their variances or the log determinant of
+    their covariance block (Fisher information on the Asimov data with the study's POI at
+    ``mu``, the other POIs at 1)."""
+    if len(term.pois) <= 1:
+        sigma = infer.poi_uncertainty(_model(analysis, term), ev.mu, yields=out.yields)
+        return sigma, sigma
+    model = analysis.model
+    covariance = infer.covariance(model, ev.mu, yields=out.yields)
+    index = np.array([model.config.par_order.index(p) for p in term.pois])
+    block = covariance[np.ix_(index, index)]
+    value = jnp.trace(block) if term.combine == "sum" else jnp.linalg.slogdet(block)[1]
+    return value, value
 
 
 def _signal_background(analysis: Analysis, out: Outputs) -> tuple[jax.Array, jax.Array]:
@@ -72,13 +93,11 @@ def _signal_background(analysis: Analysis, out: Outputs) -> tuple[jax.Array, jax
     return jnp.concatenate(totals["signal"]), jnp.concatenate(totals["background"])
 
 
-def _binned_significance(
-    per_bin: Callable[[jax.Array, jax.Array], jax.Array],
-) -> Callable[[Analysis, Outputs, EvaluationConfig], tuple[jax.Array, jax.Array]]:
+def _binned_significance(per_bin: Callable[[jax.Array, jax.Array], jax.Array]) -> Fn:
     """A closed-form significance per bin, combined in quadrature over bins (maximised)."""
 
     def objective(
-        analysis: Analysis, out: Outputs, ev: EvaluationConfig
+        analysis: Analysis, out: Outputs, ev: EvaluationConfig, term: ObjectiveTerm
     ) -> tuple[jax.Array, jax.Array]:
         s, b = _signal_background(analysis, out)
         z = jnp.sqrt(jnp.sum(per_bin(s, b) ** 2))
@@ -87,7 +106,9 @@ def _binned_significance(
     return objective
 
 
-def _bce(analysis: Analysis, out: Outputs, ev: EvaluationConfig) -> tuple[jax.Array, jax.Array]:
+def _bce(
+    analysis: Analysis, out: Outputs, ev: EvaluationConfig, term: ObjectiveTerm
+) -> tuple[jax.Array, jax.Array]:
     """Class-balanced binary cross-entropy of signal (label 1) vs background (label 0).
 
     Each sample's nominal events that pass the preselection of a region histogramming the
@@ -118,7 +139,10 @@ OBJECTIVES: dict[str, Objective] = {
     "cls": Objective(_cls, "median expected CLs at mu (background-only Asimov)"),
     "z0": Objective(_z0, "expected discovery significance Z0 (maximised)"),
     "upper_limit": Objective(_upper_limit, "median expected upper limit on mu"),
-    "poi_uncertainty": Objective(_poi_uncertainty, "sigma(mu) from the Fisher information"),
+    "poi_uncertainty": Objective(
+        _poi_uncertainty,
+        "sigma(mu) from the Fisher information (several POIs: sum of variances or log det)",
+    ),
     "bce": Objective(_bce, "binary cross-entropy of the classifier"),
     "s_over_sqrt_b": Objective(
         _binned_significance(metrics.s_over_sqrt_b),
@@ -132,13 +156,15 @@ OBJECTIVES: dict[str, Objective] = {
 
 
 def make_loss(
-    analysis: Analysis, weights: Mapping[str, float], evaluation: EvaluationConfig
+    analysis: Analysis,
+    weights: Mapping[str, float | ObjectiveTerm],
+    evaluation: EvaluationConfig,
 ) -> Callable[[Outputs], tuple[jax.Array, dict[str, Any]]]:
     """The weighted sum of objectives as a function of the analysis outputs.
 
     Args:
-        analysis: The analysis (its model and samples).
-        weights: ``{objective name: weight}``.
+        analysis: The analysis (its models and samples).
+        weights: ``{objective name: weight or ObjectiveTerm}`` (a term names its POIs).
         evaluation: mu and cl used by the statistical objectives.
 
     Returns:
@@ -150,12 +176,16 @@ def make_loss(
     unknown = sorted(set(weights) - set(OBJECTIVES))
     if unknown:
         raise ValueError(f"unknown objectives {unknown}; choose from {sorted(OBJECTIVES)}")
+    terms = {
+        name: entry if isinstance(entry, ObjectiveTerm) else ObjectiveTerm(weight=entry)
+        for name, entry in weights.items()
+    }
 
     def loss_fn(outputs: Outputs) -> tuple[jax.Array, dict[str, Any]]:
         loss, figures = 0.0, {}
-        for name, weight in weights.items():
-            value, figures[name] = OBJECTIVES[name].fn(analysis, outputs, evaluation)
-            loss = loss + weight * value
+        for name, term in terms.items():
+            value, figures[name] = OBJECTIVES[name].fn(analysis, outputs, evaluation, term)
+            loss = loss + term.weight * value
         return jnp.asarray(loss), figures
 
     return loss_fn

@@ -258,8 +258,8 @@ def test_malformed_region_studies_are_one_line(change: dict[str, Any], message: 
 
 def test_sample_level_mistakes_are_named() -> None:
     raw = copy.deepcopy(BASE)
-    raw["samples"][0]["normfactor"] = "mu_sig"
-    with pytest.raises(ConfigError, match=r"samples\[0\].normfactor: signal samples are scaled"):
+    raw["samples"][0]["normfactor"] = "mu_sig"  # the only signal: its POI must be the study's
+    with pytest.raises(ConfigError, match="poi: 'mu' scales no signal sample"):
         parse_config(raw)
     raw = copy.deepcopy(BASE)
     raw["samples"][2]["normfactor"] = "x_scale"

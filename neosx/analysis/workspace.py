@@ -71,22 +71,45 @@ def placeholder(
 
 
 def build_workspace(config: StudyConfig, histograms: Mapping[str, Any]) -> dict[str, Any]:
-    """The workspace of ``{region: {sample: entry}}`` histograms (background-only Asimov data)."""
+    """The workspace of ``{region: {sample: entry}}`` histograms. Its observations are the
+    background-only Asimov counts of the study's POI: the backgrounds, and the signal
+    samples of any other POI at their nominal (that POI at 1)."""
     normfactors: dict[str, list[str]] = {}
     present = {sample for channel in histograms.values() for sample in channel}
     for sample in config.samples:
-        if sample.normfactor is not None and sample.name in present:
+        if sample.normfactor not in (None, config.poi) and sample.name in present:
             normfactors.setdefault(sample.normfactor, []).append(sample.name)
+    # the background-only hypothesis of the study's POI: every other POI at its nominal 1
+    off = {
+        s.name for s in config.samples
+        if s.role == "signal" and s.normfactor in (None, config.poi)
+    }
+    observations = {
+        region: sum(
+            (np.asarray(_nominal(entry)) for name, entry in channel.items() if name not in off),
+            np.zeros(np.shape(_nominal(next(iter(channel.values()))))),
+        )
+        for region, channel in histograms.items()
+    }
     workspace = build_spec(
         histograms,
         poi_name=config.poi,
-        signal_samples=[s.name for s in config.samples if s.role == "signal" and s.name in present],
+        signal_samples=[
+            s.name for s in config.samples
+            if s.role == "signal" and s.normfactor in (None, config.poi) and s.name in present
+        ],
         normfactors=normfactors,
         lumi_uncertainty=config.lumi_uncertainty,
+        observations=observations,
     )
     parameters = workspace["measurements"][0]["config"]["parameters"]
-    parameters.append({"name": config.poi, "bounds": [[0.0, POI_UPPER_BOUND]]})
+    parameters.extend({"name": poi, "bounds": [[0.0, POI_UPPER_BOUND]]} for poi in config.pois)
     return workspace
+
+
+def _nominal(entry: Any) -> Any:
+    """A sample's nominal histogram (an entry is the histogram or ``{"data": ...}``)."""
+    return entry["data"] if isinstance(entry, Mapping) else entry
 
 
 def background_groups(background: np.ndarray) -> list[list[int]]:

@@ -84,6 +84,9 @@ class Analysis:
             region's preselection, which enter its channel (in training and evaluation).
         shifts: The feature-shift systematics, by name.
         model: The HistFactory likelihood, compiled once; the yields are overridden per call.
+            Its POI is the study's ``poi``.
+        models: The same likelihood with each of the study's POIs as its POI (the other
+            POIs free), by name (``models[config.poi]`` is :attr:`model`).
     """
 
     config: StudyConfig
@@ -93,6 +96,7 @@ class Analysis:
     members: dict[str, tuple[str, ...]]
     shifts: dict[str, Shift]
     model: HistFactory
+    models: dict[str, HistFactory]
 
     @classmethod
     def from_config(
@@ -128,9 +132,12 @@ class Analysis:
             }
             for region in regions
         }
-        model = HistFactory(build_workspace(config, histograms))
+        workspace = build_workspace(config, histograms)
+        models = {poi: HistFactory(workspace, poi_name=poi) for poi in config.pois}
         observable = make_observable(config.observable, features, training)
-        return cls(config, observable, features, regions, members, shifts, model)
+        return cls(
+            config, observable, features, regions, members, shifts, models[config.poi], models
+        )
 
     def workspace(
         self, yields: Mapping[str, Mapping[str, Any]]

@@ -28,9 +28,11 @@ from neosx.config.training import (
     BaselineConfig,
     EvaluationConfig,
     Objective,
+    ObjectiveTerm,
     ObservableConfig,
     OptimizerConfig,
     TrainingConfig,
+    term_weight,
 )
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "HistosysConfig",
     "NormsysConfig",
     "Objective",
+    "ObjectiveTerm",
     "ObservableConfig",
     "OptimizerConfig",
     "RegionConfig",
@@ -57,4 +60,5 @@ __all__ = [
     "apply_overrides",
     "load_config",
     "parse_config",
+    "term_weight",
 ]

@@ -112,13 +112,10 @@ def _check_parameters(config: StudyConfig) -> None:
         if kinds.setdefault(name, f"a {kind}") != f"a {kind}":
             raise ConfigError(f"{where}: {name!r} is already {kinds[name]}, not a {kind}")
 
+    for poi in config.pois[1:]:
+        kinds[poi] = "a POI"
     for i, sample in enumerate(config.samples):
-        if sample.normfactor is not None:
-            if sample.role == "signal":
-                raise ConfigError(
-                    f"samples[{i}].normfactor: signal samples are scaled by the POI "
-                    f"{config.poi!r} (got {sample.normfactor!r})"
-                )
+        if sample.normfactor is not None and sample.role == "background":
             claim(sample.normfactor, "normfactor", f"samples[{i}].normfactor")
         for kind in ("histosys", "normsys"):
             for j, variation in enumerate(getattr(sample, kind)):
@@ -139,6 +136,20 @@ def _check_parameters(config: StudyConfig) -> None:
                     f"systematics[{i}].name: sample {sample.name!r} already has a variation "
                     f"named {shift.name!r}"
                 )
+    _check_objective_pois(config)
+
+
+def _check_objective_pois(config: StudyConfig) -> None:
+    """Objectives name POIs of the study."""
+    sections = {"training": config.training.objective, "baseline": config.baseline.objective}
+    for section, objectives in sections.items():
+        for name, entry in objectives.items():
+            for poi in getattr(entry, "pois", ()):
+                if poi not in config.pois:
+                    raise ConfigError(
+                        f"{section}.objective.{name}.poi: not a POI of the study, choose from "
+                        f"{list(config.pois)} (got {poi!r})"
+                    )
 
 
 def parse_config(raw: Any) -> StudyConfig:

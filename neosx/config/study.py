@@ -85,6 +85,16 @@ class StudyConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _poi_scales_a_signal(self) -> StudyConfig:
+        scaled = [s.normfactor or self.poi for s in self.samples if s.role == "signal"]
+        if self.poi not in scaled:
+            raise ValueError(
+                f"poi: {self.poi!r} scales no signal sample (each has a normfactor of its "
+                f"own); set poi to one of {sorted(set(scaled))}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _compatible_choices(self) -> StudyConfig:
         objectives = {"training.objective": self.training.objective}
         if self.baseline.enabled:
@@ -105,6 +115,17 @@ class StudyConfig(Strict):
                         "network's sigmoid output is"
                     )
         return self
+
+    @property
+    def pois(self) -> tuple[str, ...]:
+        """The parameters of interest: ``poi`` first (it scales every signal sample without
+        a normfactor of its own, and is the exported workspace's measurement POI), then each
+        signal sample's own normfactor, in sample order."""
+        names = [self.poi]
+        for sample in self.samples:
+            if sample.role == "signal" and sample.normfactor not in (None, *names):
+                names.append(sample.normfactor)
+        return tuple(names)
 
     @property
     def analysis_regions(self) -> tuple[RegionConfig, ...]:

@@ -22,6 +22,7 @@ __all__ = [
     "BaselineConfig",
     "EvaluationConfig",
     "Objective",
+    "ObjectiveTerm",
     "ObservableConfig",
     "OptimizerConfig",
     "TrainingConfig",
@@ -54,9 +55,38 @@ Objective = Literal[
 ]
 
 
+POI_OBJECTIVES = ("cls", "z0", "upper_limit", "poi_uncertainty")
+"""The objectives that act on a parameter of interest (``poi``: default the study's)."""
+
+
+class ObjectiveTerm(Strict):
+    """An objective with options: ``{weight: 2, poi: r_qqH}``; with several POIs,
+    ``poi_uncertainty`` combines their Fisher covariance (``combine``)."""
+
+    weight: float = Field(1.0, description="its weight in the summed loss (> 0)")
+    poi: Name | tuple[Name, ...] | None = Field(
+        None, description="the POI it acts on (default: the study's poi); poi_uncertainty "
+        "takes several, combined by 'combine'"
+    )
+    combine: Literal["sum", "logdet"] = Field(
+        "sum", description="several POIs: the sum of their variances, or the log "
+        "determinant of their covariance"
+    )
+
+    @property
+    def pois(self) -> tuple[str, ...]:
+        """The named POIs (empty: the study's)."""
+        return () if self.poi is None else (self.poi,) if isinstance(self.poi, str) else self.poi
+
+
 def _objective_weights(value: Any) -> Any:
     """``"cls"`` is ``{"cls": 1.0}``."""
     return {value: 1.0} if isinstance(value, str) else value
+
+
+def term_weight(value: float | ObjectiveTerm) -> float:
+    """The weight of an objective entry (a number, or a term with options)."""
+    return value.weight if isinstance(value, ObjectiveTerm) else value
 
 
 class OptimizerConfig(Strict):
@@ -71,12 +101,24 @@ class OptimizerConfig(Strict):
     _lr = field_validator("learning_rate", mode="before")(as_schedule)
 
 
-def _positive_weights(value: dict[str, float]) -> dict[str, float]:
+def _positive_weights(
+    value: dict[str, float | ObjectiveTerm],
+) -> dict[str, float | ObjectiveTerm]:
     """At least one objective, each with a finite weight > 0 (a negative weight would
-    maximise what the objective minimises)."""
+    maximise what the objective minimises); POI options only where an objective has one."""
     if not value:
         raise ValueError("at least one objective is needed")
-    for name, weight in value.items():
+    for name, entry in value.items():
+        weight = term_weight(entry)
+        if isinstance(entry, ObjectiveTerm) and entry.pois and name not in POI_OBJECTIVES:
+            raise ValueError(f"objective {name!r} acts on no POI (got poi {entry.poi!r})")
+        if isinstance(entry, ObjectiveTerm) and len(entry.pois) > 1 and (
+            name != "poi_uncertainty"
+        ):
+            raise ValueError(
+                f"objective {name!r} acts on one POI; only poi_uncertainty combines several "
+                f"(got {list(entry.pois)})"
+            )
         if not (math.isfinite(weight) and weight > 0):
             raise ValueError(
                 f"the weight of objective {name!r} must be finite and > 0 (got {weight})"
@@ -87,9 +129,10 @@ def _positive_weights(value: dict[str, float]) -> dict[str, float]:
 class TrainingConfig(Strict):
     """The optimisation loop."""
 
-    objective: dict[Objective, float] = Field(
+    objective: dict[Objective, float | ObjectiveTerm] = Field(
         default_factory=lambda: {"cls": 1.0},
-        description="objective name, or {name: weight} summed into the loss",
+        description="objective name, or {name: weight or {weight, poi, combine}} summed "
+        "into the loss",
     )
     steps: PositiveInt = 200
     batch_size: PositiveInt = Field(2000, description="events per event set per step")
@@ -106,7 +149,9 @@ class BaselineConfig(Strict):
     """The reference analysis: the same observable trained on another objective (BCE)."""
 
     enabled: bool = True
-    objective: dict[Objective, float] = Field(default_factory=lambda: {"bce": 1.0})
+    objective: dict[Objective, float | ObjectiveTerm] = Field(
+        default_factory=lambda: {"bce": 1.0}
+    )
     steps: PositiveInt | None = Field(None, description="default: training.steps")
 
     _objective = field_validator("objective", mode="before")(_objective_weights)
