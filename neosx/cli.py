@@ -226,7 +226,7 @@ def validate(config: Path, overrides: tuple[str, ...]) -> None:
         Analysis.from_config(study)
     except ConfigError as error:
         _fail(str(error))
-    click.echo(json.dumps(study.model_dump(mode="json"), indent=2))
+    click.echo(json.dumps(study.model_dump(mode="json", by_alias=True), indent=2))
 
 
 @main.command()

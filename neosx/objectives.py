@@ -106,6 +106,19 @@ def _binned_significance(per_bin: Callable[[jax.Array, jax.Array], jax.Array]) -
     return objective
 
 
+def _masked_mean(values: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The mean of ``values`` where ``mask`` is 1, and whether there were any."""
+    total = jnp.sum(mask)
+    mean = jnp.sum(mask * values) / jnp.where(total > 0, total, 1.0)
+    return mean, (total > 0).astype(mean.dtype)
+
+
+def _present_mean(parts: list[tuple[jax.Array, jax.Array]]) -> jax.Array:
+    """The mean over the parts that have events in the batch."""
+    means, present = (jnp.stack(x) for x in zip(*parts, strict=True))
+    return jnp.sum(means * present) / jnp.maximum(jnp.sum(present), 1.0)
+
+
 def _bce(
     analysis: Analysis, out: Outputs, ev: EvaluationConfig, term: ObjectiveTerm
 ) -> tuple[jax.Array, jax.Array]:
@@ -117,22 +130,33 @@ def _bce(
     """
     if out.logits is None:
         raise ValueError("objective 'bce' needs a classifier observable (observable.type: mlp)")
+    if analysis.observable.n_classes > 1:
+        return _cross_entropy(analysis, out)
     losses: dict[str, list[tuple[jax.Array, jax.Array]]] = {"signal": [], "background": []}
     for sample in analysis.config.samples:
         logits, mask = out.logits[sample.name], out.classified[sample.name]
         # -log sigmoid(z) = softplus(-z); -log(1 - sigmoid(z)) = softplus(z)
         sign = -1.0 if sample.role == "signal" else 1.0
-        total = jnp.sum(mask)
-        mean = jnp.sum(mask * jax.nn.softplus(sign * logits)) / jnp.where(total > 0, total, 1.0)
-        losses[sample.role].append((mean, (total > 0).astype(mean.dtype)))
-
-    def class_mean(parts: list[tuple[jax.Array, jax.Array]]) -> jax.Array:
-        """The mean over the class' samples that have events in the batch."""
-        means, present = (jnp.stack(x) for x in zip(*parts, strict=True))
-        return jnp.sum(means * present) / jnp.maximum(jnp.sum(present), 1.0)
-
-    bce = 0.5 * (class_mean(losses["signal"]) + class_mean(losses["background"]))
+        losses[sample.role].append(_masked_mean(jax.nn.softplus(sign * logits), mask))
+    bce = 0.5 * (_present_mean(losses["signal"]) + _present_mean(losses["background"]))
     return bce, bce
+
+
+def _cross_entropy(analysis: Analysis, out: Outputs) -> tuple[jax.Array, jax.Array]:
+    """Class-balanced cross-entropy of a softmax network: each sample of a class (the
+    observable's ``classes``) is labelled with it; the mean of ``-log softmax(z)[label]``
+    over its events (those :attr:`Outputs.classified`), averaged over the class' samples,
+    then over the classes. Samples of no class do not enter."""
+    classes = analysis.config.observable.classes or {}
+    per_class = []
+    for label, samples in enumerate(classes.values()):
+        parts = []
+        for name in samples:
+            log_p = jax.nn.log_softmax(out.logits[name], axis=1)[:, label]
+            parts.append(_masked_mean(-log_p, out.classified[name]))
+        per_class.append(_present_mean(parts))
+    ce = jnp.mean(jnp.stack(per_class))
+    return ce, ce
 
 
 OBJECTIVES: dict[str, Objective] = {
@@ -143,7 +167,9 @@ OBJECTIVES: dict[str, Objective] = {
         _poi_uncertainty,
         "sigma(mu) from the Fisher information (several POIs: sum of variances or log det)",
     ),
-    "bce": Objective(_bce, "binary cross-entropy of the classifier"),
+    "bce": Objective(
+        _bce, "binary cross-entropy of the classifier (with classes: multi-class cross-entropy)"
+    ),
     "s_over_sqrt_b": Objective(
         _binned_significance(metrics.s_over_sqrt_b),
         "s / sqrt(b) summed in quadrature over bins (maximised)",

@@ -35,27 +35,33 @@ class Observable(NamedTuple):
     Attributes:
         init: ``init(key) -> params`` (a pytree; ``{}`` when nothing is trainable).
         apply: ``apply(params, features) -> (N,)``; ``features`` is the (N, F) array of the
-            data source's columns.
+            data source's columns. A network with K classes gives (N, K) softmax
+            probabilities instead.
         logit: For classifiers, ``logit(params, features) -> (N,)`` with
-            ``apply = sigmoid(logit)``; ``None`` otherwise.
+            ``apply = sigmoid(logit)`` (with classes (N, K), ``apply = softmax(logit)``);
+            ``None`` otherwise.
+        n_classes: The network's classes (1: a sigmoid score or a feature).
     """
 
     init: Callable[[jax.Array], Params]
     apply: Callable[[Params, jax.Array], jax.Array]
     logit: Callable[[Params, jax.Array], jax.Array] | None = None
+    n_classes: int = 1
 
 
 def _mlp(
     config: ObservableConfig, columns: tuple[int, ...], training: np.ndarray | None
 ) -> Observable:
-    """A fully connected network with a sigmoid output in (0, 1) (a classifier score).
+    """A fully connected network with a sigmoid output in (0, 1) (a classifier score), or
+    with ``classes`` K outputs and a softmax (class probabilities).
 
     Inputs are standardised with the mean and standard deviation of the training events
     (all event sets together; fixed constants, not trained) when ``config.standardize``.
     Weights are drawn He-normal for ReLU-like activations and Glorot-normal for tanh;
     biases start at zero. Params: a list of ``{"w": (n_in, n_out), "b": (n_out,)}``.
     """
-    sizes = (len(columns), *config.hidden, 1)
+    n_classes = config.n_classes
+    sizes = (len(columns), *config.hidden, n_classes)
     shift, scale = np.zeros(len(columns)), np.ones(len(columns))
     if config.standardize and training is not None:
         inputs = training[:, list(columns)]
@@ -82,12 +88,15 @@ def _mlp(
         h = (features[:, index] - shift) / scale
         for layer in params[:-1]:
             h = activation(h @ layer["w"] + layer["b"])
-        return (h @ params[-1]["w"] + params[-1]["b"])[:, 0]
+        out = h @ params[-1]["w"] + params[-1]["b"]
+        return out[:, 0] if n_classes == 1 else out
 
     def apply(params: Params, features: jax.Array) -> jax.Array:
-        return jax.nn.sigmoid(logit(params, features))
+        if n_classes == 1:
+            return jax.nn.sigmoid(logit(params, features))
+        return jax.nn.softmax(logit(params, features), axis=1)
 
-    return Observable(init, apply, logit)
+    return Observable(init, apply, logit, n_classes)
 
 
 def _feature(

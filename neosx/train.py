@@ -250,6 +250,7 @@ def train_analysis(
     regions = [region.config for region in analysis.regions]
     bandwidths = [_static_or_schedule(r.histogram.bandwidth, total) for r in regions]
     slopes = [[_static_or_schedule(c.slope, total) for c in r.cuts] for r in regions]
+    temperature = _static_or_schedule(analysis.config.observable.temperature, total)
     learning_rate = make_schedule(training.optimizer.learning_rate, total)
     loss_fn = make_loss(analysis, objective, evaluation)
     events = {name: jnp.asarray(array, jnp.float64) for name, array in events.items()}
@@ -257,7 +258,8 @@ def train_analysis(
 
     def knobs(step: Any) -> Knobs:
         return Knobs(
-            tuple(b(step) for b in bandwidths), tuple(tuple(s(step) for s in r) for r in slopes)
+            tuple(b(step) for b in bandwidths), tuple(tuple(s(step) for s in r) for r in slopes),
+            temperature(step),
         )
 
     def _narrowest_bin(params: Params) -> jax.Array:

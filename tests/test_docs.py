@@ -51,7 +51,8 @@ def _models(annotation: object) -> Iterator[type[BaseModel]]:
 
 def _fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, str]]:
     """``(model name, field name, field path)`` of every field, recursively."""
-    for name, info in model.model_fields.items():
+    for field, info in model.model_fields.items():
+        name = info.alias or field  # as a study file spells it
         path = f"{prefix}.{name}" if prefix else name
         yield model.__name__, name, path
         for inner in _models(info.annotation):

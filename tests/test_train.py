@@ -13,7 +13,7 @@ import pytest
 
 import neosx.run
 import neosx.train
-from neosx.config import ObjectiveTerm, load_config
+from neosx.config import load_config
 from neosx.run import RunError, run_study, trained_params
 from neosx.train import latest_checkpoint, load_checkpoint, make_schedule, save_checkpoint
 
@@ -196,8 +196,8 @@ def test_nan_gradient_names_the_parameter(
 
     cls = objectives.OBJECTIVES["cls"]
 
-    def cls_with_bad_gradient(analysis: Any, outputs: Any, evaluation: Any) -> tuple:
-        loss, figure = cls.fn(analysis, outputs, evaluation, ObjectiveTerm())
+    def cls_with_bad_gradient(analysis: Any, outputs: Any, evaluation: Any, term: Any) -> tuple:
+        loss, figure = cls.fn(analysis, outputs, evaluation, term)
         counts = outputs.yields["SR"]["signal"]["data"]
         return loss + 0.0 * jnp.sqrt(counts[0] - counts[0]), figure  # d sqrt(0) = inf
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neosx.analysis.regions import Region, make_region
+from neosx.analysis.regions import Region, class_weights, make_region
 from neosx.analysis.systematics import Shift, Variant, affected, make_shifts
 from neosx.analysis.workspace import build_workspace, hard_workspace, mc_stat, placeholder
 from neosx.config import ConfigError, NormsysConfig, SampleConfig, StudyConfig
@@ -48,10 +48,12 @@ class Knobs(NamedTuple):
             Python float (a constant schedule) or a traced value (annealed); both take an
             O(N + B) path of :func:`neosx.hist` on large batches.
         slopes: Per region, the (n_cuts,) logistic slopes of its cuts (1 / feature units).
+        temperature: The softmax temperature of a network's class weights.
     """
 
     bandwidths: tuple[float | jax.Array, ...]
     slopes: tuple[tuple[float | jax.Array, ...], ...]
+    temperature: float | jax.Array = 1.0
 
 
 class Outputs(NamedTuple):
@@ -61,7 +63,8 @@ class Outputs(NamedTuple):
         yields: ``{region: {sample: {"data", "histosys", "normsys", "staterror" |
             "shapesys"}}}``: the :class:`~neosx.histfactory.HistFactory` yields override.
         logits: ``{sample: (N,)}`` pre-sigmoid classifier outputs of each sample's nominal
-            events (``None`` if the observable is not a classifier).
+            events, (N, K) pre-softmax ones with classes (``None`` if the observable is not
+            a classifier).
         classified: ``{sample: (N,)}`` 1 for the nominal events that pass the preselection
             of a region histogramming the score (those a classifier loss trains on), else 0.
     """
@@ -118,13 +121,16 @@ class Analysis:
         if training_events is None:
             training_events = load_events(config.data, "train", config.seed)
         training = np.concatenate(list(training_events.values()))
-        regions = tuple(make_region(r, features, training) for r in config.analysis_regions)
+        classes = tuple(config.observable.classes or ())
+        regions = tuple(
+            make_region(r, features, training, classes) for r in config.analysis_regions
+        )
         shifts = make_shifts(config.systematics, features)
         members = _members(config, regions, training_events, features)
         histograms = {
             region.name: {
                 sample.name: placeholder(
-                    sample, region.name, region.config.n_bins,
+                    sample, region.name, region.n_bins,
                     {s.config.name: s.config.modifier for s in affected(shifts, sample)},
                 )
                 for sample in config.samples
@@ -170,6 +176,7 @@ class Analysis:
         return Knobs(
             tuple(r.config.histogram.bandwidth.init for r in self.regions),
             tuple(tuple(c.slope.init for c in r.config.cuts) for r in self.regions),
+            self.config.observable.temperature.init,
         )
 
     # -- the analysis ----------------------------------------------------------------------
@@ -243,22 +250,32 @@ class _Passes:
             return jnp.ones(events.shape[0], events.dtype)
         return events[:, self.analysis.features.index(feature)]
 
-    def variant(self, key: Variant) -> tuple[jax.Array, list[jax.Array | None], list[jax.Array]]:
-        """``(events, values per region, efficiency per region)`` of one variant."""
+    def variant(self, key: Variant) -> tuple[jax.Array, list[Any], list[jax.Array]]:
+        """``(events, values per region, efficiency per region)`` of one variant (a region
+        of the classes gets the (N, K) class weights as its values)."""
         if key not in self.cache:
             analysis = self.analysis
             events = self.batch[key.events]
             if key.shift is not None:
                 events = analysis.shifts[key.shift].apply(events, key.side)
-            score = None
+            score, weights = None, None
             if any(r.uses_score for r in analysis.regions):
-                score = analysis.observable.apply(self.params["observable"], events)
+                observable, network = analysis.observable, self.params["observable"]
+                if observable.n_classes == 1:
+                    score = observable.apply(network, events)
+                else:
+                    logits = observable.logit(network, events)
+                    score = jax.nn.softmax(logits, axis=1)
+                    weights = class_weights(logits, self.knobs.temperature, self.hard)
             regions = self.params["regions"]
             self.cache[key] = (
                 events,
-                [r.values(events, score) for r in analysis.regions],
                 [
-                    r.efficiency(regions[r.name], events, self.knobs.slopes[i], self.hard)
+                    weights if r.config.observable == "classes" else r.values(events, score)
+                    for r in analysis.regions
+                ],
+                [
+                    r.efficiency(regions[r.name], events, self.knobs.slopes[i], self.hard, weights)
                     for i, r in enumerate(analysis.regions)
                 ],
             )
@@ -272,10 +289,13 @@ class _Passes:
         return values[r], efficiency[r] * raw * (sample.expected / jnp.sum(norm))
 
     def histogram(self, r: int, values: jax.Array | None, w: jax.Array, sumw2: bool = False):
-        """The region's histogram of weighted values (a count: one bin)."""
+        """The region's histogram of weighted values (a count: one bin; the classes: one
+        bin per class, ``values`` the (N, K) class weights)."""
+        region = self.analysis.regions[r]
+        if region.config.observable == "classes":
+            return (values**2).T @ w**2 if sumw2 else values.T @ w
         if values is None:
             return jnp.sum(w**2 if sumw2 else w, keepdims=True)
-        region = self.analysis.regions[r]
         config = region.config.histogram
         fill = hist_sumw2 if sumw2 else hist
         return fill(

@@ -78,8 +78,14 @@ class RegionConfig(Strict):
     cuts: tuple[CutConfig, ...] = Field(
         (), description="trainable soft cuts after the preselection (a product of cuts)"
     )
-    observable: Literal["score", "count"] | FeatureObservable = Field(
-        "score", description="score (the study's observable), count (one bin) or {feature: x}"
+    observable: Literal["score", "count", "classes"] | FeatureObservable = Field(
+        "score", description="score (the study's observable; with class: that class' "
+        "probability), count (one bin), classes (one bin per class of a softmax network) "
+        "or {feature: x}"
+    )
+    class_: Name | None = Field(
+        None, alias="class", description="a softmax network's class: its events enter with "
+        "that class' probability (at the temperature) in training, by arg-max when hard"
     )
     histogram: HistogramConfig = Field(
         HistogramConfig(), description="binning and relaxation of the region's histogram"
@@ -91,14 +97,26 @@ class RegionConfig(Strict):
             raise ValueError(
                 f"region '{self.name}' counts events (observable: count): it has no histogram"
             )
+        if self.observable == "classes" and "histogram" in self.model_fields_set:
+            raise ValueError(
+                f"region '{self.name}' histograms the classes (observable: classes): one bin "
+                "per class, no histogram section"
+            )
+        if self.observable == "classes" and self.class_ is not None:
+            raise ValueError(
+                f"region '{self.name}' histograms every class (observable: classes): it "
+                f"takes no class (got {self.class_!r})"
+            )
         return self
 
     @property
     def uses_score(self) -> bool:
-        """Whether the region histograms the study's observable."""
-        return self.observable == "score"
+        """Whether the region uses the study's observable (its score, a class' probability,
+        or the classes)."""
+        return self.observable in ("score", "classes") or self.class_ is not None
 
     @property
     def n_bins(self) -> int:
-        """Bins of the region's histogram (1 for a count)."""
+        """Bins of the region's histogram (1 for a count; for classes see
+        :attr:`neosx.analysis.regions.Region.n_bins`)."""
         return 1 if self.observable == "count" else self.histogram.bins

@@ -95,6 +95,37 @@ class StudyConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _classes_fit_the_regions(self) -> StudyConfig:
+        classes = self.observable.classes
+        samples = [s.name for s in self.samples]
+        for name, members in (classes or {}).items():
+            unknown = sorted(set(members) - set(samples))
+            if unknown:
+                raise ValueError(
+                    f"observable.classes.{name}: unknown samples {unknown}, choose from "
+                    f"{samples}"
+                )
+        for i, region in enumerate(self.analysis_regions):
+            where = f"regions[{i}]" if self.regions else "(the region)"
+            if classes is None and (region.class_ is not None or region.observable == "classes"):
+                raise ValueError(
+                    f"{where}: region {region.name!r} uses classes, and the observable has "
+                    "none (set observable.classes)"
+                )
+            if classes is not None and region.class_ is not None and region.class_ not in classes:
+                raise ValueError(
+                    f"{where}.class: unknown class, choose from {list(classes)} (got "
+                    f"{region.class_!r})"
+                )
+            if classes is not None and region.observable == "score" and region.class_ is None:
+                raise ValueError(
+                    f"{where}: region {region.name!r} histograms the score of a network with "
+                    "classes: name the class whose probability it histograms (class: ...) "
+                    "or histogram the classes (observable: classes)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _compatible_choices(self) -> StudyConfig:
         objectives = {"training.objective": self.training.objective}
         if self.baseline.enabled:

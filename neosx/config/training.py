@@ -39,12 +39,38 @@ class ObservableConfig(Strict):
     standardize: bool = Field(
         True, description="mlp: scale inputs by the training events' mean and std"
     )
+    classes: dict[Name, tuple[Name, ...]] | None = Field(
+        None, description="mlp: a softmax network, one output per class: {class: [samples "
+        "whose events are that class]} (the labels of the cross-entropy baseline)"
+    )
+    temperature: ScheduleConfig = Field(
+        ScheduleConfig(init=1.0), description="classes: softmax temperature of the class "
+        "weights in training (hard evaluation: each event in its arg-max class)"
+    )
+
+    _temperature = field_validator("temperature", mode="before")(as_schedule)
 
     @model_validator(mode="after")
     def _one_feature(self) -> ObservableConfig:
         if self.type == "feature" and len(self.features) != 1:
             raise ValueError(f"type 'feature' takes exactly one feature, got {self.features}")
+        if self.classes is not None:
+            if self.type != "mlp":
+                raise ValueError("classes need a network (type: mlp)")
+            if len(self.classes) < 2:
+                raise ValueError(f"classes: at least 2 are needed, got {list(self.classes)}")
+            listed = [s for members in self.classes.values() for s in members]
+            repeated = sorted({s for s in listed if listed.count(s) > 1})
+            if repeated:
+                raise ValueError(f"classes: samples {repeated} are in more than one class")
+        elif "temperature" in self.model_fields_set:
+            raise ValueError("temperature is the softmax's of a network with classes")
         return self
+
+    @property
+    def n_classes(self) -> int:
+        """Outputs of the network: the number of classes (1: a sigmoid score)."""
+        return 1 if self.classes is None else len(self.classes)
 
 
 OBJECTIVES = (
