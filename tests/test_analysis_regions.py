@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pyhf
 import pytest
+from conftest import event_arrays, study
 
 from neosx.analysis import Analysis
 from neosx.config import ConfigError, parse_config
@@ -52,9 +53,7 @@ BASE: dict[str, Any] = {
 
 
 def _config(**changes: Any) -> Any:
-    raw = copy.deepcopy(BASE)
-    raw.update(changes)
-    return parse_config(raw)
+    return study(BASE, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +63,7 @@ def analysis() -> Analysis:
 
 @pytest.fixture(scope="module")
 def events(analysis: Analysis) -> dict[str, jax.Array]:
-    return {k: jnp.asarray(v) for k, v in load_events(analysis.config.data, "test", 0).items()}
+    return event_arrays(analysis, "test")
 
 
 def _selected(x: np.ndarray, region: str) -> np.ndarray:

@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import event_arrays, study
 
 from neosx.analysis import Analysis
 from neosx.config import ConfigError, EvaluationConfig, parse_config
-from neosx.data import load_events
 from neosx.infer import expected_cls
 from neosx.objectives import make_loss
 
@@ -47,9 +47,7 @@ BASE: dict[str, Any] = {
 
 
 def _config(**changes: Any) -> Any:
-    raw = copy.deepcopy(BASE)
-    raw.update(changes)
-    return parse_config(raw)
+    return study(BASE, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +57,7 @@ def analysis() -> Analysis:
 
 @pytest.fixture(scope="module")
 def events(analysis: Analysis) -> dict[str, jax.Array]:
-    return {k: jnp.asarray(v) for k, v in load_events(analysis.config.data, "test", 0).items()}
+    return event_arrays(analysis, "test")
 
 
 def test_hard_regions_are_the_arg_max_classes(

@@ -11,14 +11,13 @@ import copy
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pyhf
 import pytest
+from conftest import event_arrays, study
 
 from neosx.analysis import Analysis
 from neosx.config import ConfigError, ObjectiveTerm, parse_config
-from neosx.data import load_events
 from neosx.evaluate import hard_figures, hard_histograms, pyhf_numpy
 from neosx.histfactory import HistFactory
 from neosx.infer import covariance, expected_cls, poi_uncertainty
@@ -46,9 +45,7 @@ BASE: dict[str, Any] = {
 
 
 def _config(**changes: Any) -> Any:
-    raw = copy.deepcopy(BASE)
-    raw.update(changes)
-    return parse_config(raw)
+    return study(BASE, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +55,7 @@ def analysis() -> Analysis:
 
 @pytest.fixture(scope="module")
 def events(analysis: Analysis) -> dict[str, jax.Array]:
-    return {k: jnp.asarray(v) for k, v in load_events(analysis.config.data, "train", 0).items()}
+    return event_arrays(analysis, "train")
 
 
 def test_each_signal_sample_is_scaled_by_its_poi(analysis: Analysis) -> None:
