@@ -91,7 +91,11 @@ CASES = {
         [[51.0, 60.0], [44.0, 59.0]], -0.144,
     ),
 }
-CLS_CASES = ("code4p_A", "code0_A", "code0_B", "code0_C")  # where CLs at mu = 1 is not 1
+# where CLs at mu = 1 is not 1; two of them (~15 s each) only in the slow suite
+CLS_CASES = (
+    "code4p_A", "code0_B",
+    *(pytest.param(name, marks=pytest.mark.slow) for name in ("code0_A", "code0_C")),
+)
 
 
 def spec(case: Case) -> dict[str, Any]:
