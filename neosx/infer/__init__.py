@@ -10,9 +10,11 @@ from neosx.infer.fisher import covariance, fisher_information, poi_uncertainty
 from neosx.infer.fit import FitError, fit
 from neosx.infer.limits import discovery_significance, expected_upper_limit
 from neosx.infer.teststat import test_statistic
+from neosx.infer.toys import ToyResult, toy_hypotest
 
 __all__ = [
     "FitError",
+    "ToyResult",
     "covariance",
     "discovery_significance",
     "expected_cls",
@@ -22,4 +24,5 @@ __all__ = [
     "hypotest",
     "poi_uncertainty",
     "test_statistic",
+    "toy_hypotest",
 ]

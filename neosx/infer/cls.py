@@ -4,7 +4,8 @@ The test statistic is compared, in ``sqrt(q)`` space, with its asymptotic distri
 under signal+background (shifted by ``-sqrt(q_A)``) and background only (unshifted), where
 ``q_A`` is the statistic on the background-only Asimov data. ``CLs = CLs+b / CLb``; the
 expected band evaluates the same ratio at the background-only quantiles
-``n = 2, 1, 0, -1, -2``: ``CLs_n = Phi(-(n + sqrt(q_A))) / Phi(-n)``.
+``n = 2, 1, 0, -1, -2``: ``CLs_n = Phi(-(n + sqrt(q_A))) / Phi(-n)``. ``hypotest`` also
+dispatches to the toy-based calculator of :mod:`neosx.infer.toys`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from neosx.infer.teststat import (
     statistic,
 )
 
-__all__ = ["N_SIGMA", "asimov_data", "asimov_pars", "expected_cls", "hypotest", "profiled_asimov_q"]
+__all__ = [
+    "CALCULATORS", "N_SIGMA", "asimov_data", "asimov_pars", "expected_cls", "hypotest",
+    "profiled_asimov_q",
+]
 
 N_SIGMA = (2.0, 1.0, 0.0, -1.0, -2.0)
 """Order of the expected band, as pyhf returns it (CLs at +2 sigma ... -2 sigma)."""
@@ -98,14 +102,24 @@ def expected_cls(
     return ndtr(-(n + sqrt_qa)) / ndtr(-n)
 
 
+CALCULATORS: tuple[str, ...] = ("asymptotics", "toybased")
+"""The ``calctype`` values of :func:`hypotest`, as pyhf's."""
+
+
 def hypotest(
     mu: ArrayLike, data: ArrayLike, model: HistFactory, *, test_stat: TestStat = "qtilde",
-    yields: Any = None, return_expected_set: bool = False,
+    yields: Any = None, return_expected_set: bool = False, calctype: str = "asymptotics",
+    ntoys: int = 2000, seed: Any = 0,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
-    """Observed CLs of the hypothesis ``mu`` (and the expected band), as ``pyhf.infer.hypotest``.
+    """Observed CLs of the hypothesis ``mu`` (and the expected set), as ``pyhf.infer.hypotest``.
 
-    The background-only Asimov data are generated from a fit to ``data`` with the POI fixed
-    at 0 (1 for ``q0``), exactly as pyhf's asymptotic calculator does.
+    ``calctype="asymptotics"`` (default): the asymptotic formulae, the background-only Asimov
+    data generated from a fit to ``data`` with the POI fixed at 0 (1 for ``q0``), exactly as
+    pyhf's ``AsymptoticCalculator``. ``calctype="toybased"``: ``ntoys`` pseudo-experiments per
+    hypothesis, generated from the fits to ``data`` with the POI fixed at ``mu`` and at 0 (1
+    for ``q0``) and fitted in one jitted map, as pyhf's ``ToyCalculator``
+    (:func:`~neosx.infer.toys.toy_hypotest`, which also returns CLs+b, CLb and the toys'
+    statistics).
 
     Args:
         mu: Tested signal strength.
@@ -114,19 +128,40 @@ def hypotest(
         test_stat: ``"qtilde"`` (default), ``"q"`` or ``"q0"``.
         yields: Optional yields override.
         return_expected_set: Also return the expected CLs at +2 ... -2 sigma.
+        calctype: ``"asymptotics"`` or ``"toybased"``.
+        ntoys: Pseudo-experiments per hypothesis (``"toybased"``; a Python int, static).
+        seed: ``"toybased"``: an int or a JAX PRNG key (``jax.random.key``) for the toys.
 
     Returns:
         CLs, or ``(CLs, (5,) expected set)``; for ``"q0"`` the discovery p-value p0 = CLs+b
-        and its expected set instead, as pyhf.
+        and its expected set instead, as pyhf. Toy-based values carry the binomial error
+        ``sqrt(p (1 - p) / ntoys)`` of each tail fraction.
 
     Raises:
-        ValueError: Unknown ``test_stat``; ``mu`` not a scalar or (concrete) outside the
-            POI's bounds, as is the POI value of the Asimov fit (0, or 1 for ``"q0"``);
-            invalid ``data`` or ``yields`` (see :func:`~neosx.infer.fit`).
+        ValueError: Unknown ``calctype`` or ``test_stat``; ``ntoys`` not an int >= 1 or
+            ``seed`` not an int or key (``"toybased"``); ``mu`` not a scalar or (concrete)
+            outside the POI's bounds, as is the POI value of the background-only fit (0, or 1
+            for ``"q0"``); invalid ``data`` or ``yields`` (see :func:`~neosx.infer.fit`).
         FitError: (eager) a fit did not converge.
+
+    Example:
+        >>> cls, band = nx.infer.hypotest(1.0, data, model, return_expected_set=True,
+        ...                               calctype="toybased", ntoys=1000)  # doctest: +SKIP
     """
     require_float64()
+    if calctype not in CALCULATORS:
+        raise ValueError(f"calctype must be one of {CALCULATORS}, got {calctype!r}")
     checked_test_stat(test_stat)
+    if calctype == "toybased":
+        from neosx.infer.toys import toy_hypotest  # toys imports N_SIGMA from here
+
+        toys = toy_hypotest(mu, data, model, test_stat=test_stat, yields=yields,
+                            ntoys=ntoys, seed=seed)
+        if test_stat == "q0":
+            observed, expected = toys.clsb, toys.expected_clsb
+        else:
+            observed, expected = toys.cls, toys.expected_cls
+        return (observed, expected) if return_expected_set else observed
     asimov_mu = 1.0 if test_stat == "q0" else 0.0
     mu = checked_mu(model, 0.0 if test_stat == "q0" else mu)  # q0 tests 0
     checked_mu(model, asimov_mu, "the Asimov fit's mu")
