@@ -23,8 +23,6 @@ from neosx.data import load_events  # noqa: E402
 
 def study(base: dict, **changes: object) -> "StudyConfig":
     """A validated study: a deep copy of ``base`` with top-level ``changes``."""
-
-
     raw = copy.deepcopy(base)
     raw.update(changes)
     return parse_config(raw)
@@ -32,7 +30,5 @@ def study(base: dict, **changes: object) -> "StudyConfig":
 
 def event_arrays(analysis: "Analysis", split: str) -> dict:
     """The study's ``split`` events as JAX arrays, by event set."""
-
-
     events = load_events(analysis.config.data, split, analysis.config.seed)
     return {name: jnp.asarray(array) for name, array in events.items()}

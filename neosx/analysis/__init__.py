@@ -7,7 +7,9 @@
 * :mod:`~neosx.analysis.yields`: :class:`Analysis`, the whole chain as one function of the
   parameters and a batch of events;
 * :mod:`~neosx.analysis.workspace`: the pyhf workspace, and the hard analysis made
-  well-posed for pyhf (bins without background merged).
+  well-posed for pyhf (bins without background merged);
+* :mod:`~neosx.analysis.combination`: a published workspace as the base that the study's
+  regions are added to.
 """
 
 from neosx.analysis.workspace import POI_UPPER_BOUND, background_groups

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from neosx.analysis.combination import combine_with_base
 from neosx.config import SampleConfig, StudyConfig
 from neosx.config._base import POI_UPPER_BOUND
 from neosx.histfactory import build_spec
@@ -27,7 +28,6 @@ __all__ = [
     "mc_stat",
     "placeholder",
 ]
-
 
 
 def mc_stat(sample: SampleConfig, region: str) -> tuple[str, str] | None:
@@ -73,7 +73,8 @@ def placeholder(
 def build_workspace(config: StudyConfig, histograms: Mapping[str, Any]) -> dict[str, Any]:
     """The workspace of ``{region: {sample: entry}}`` histograms. Its observations are the
     background-only Asimov counts of the study's POI: the backgrounds, and the signal
-    samples of any other POI at their nominal (that POI at 1)."""
+    samples of any other POI at their nominal (that POI at 1). With a ``base_workspace``,
+    the combination of it and these regions (:mod:`neosx.analysis.combination`)."""
     normfactors: dict[str, list[str]] = {}
     present = {sample for channel in histograms.values() for sample in channel}
     for sample in config.samples:
@@ -104,7 +105,7 @@ def build_workspace(config: StudyConfig, histograms: Mapping[str, Any]) -> dict[
     )
     parameters = workspace["measurements"][0]["config"]["parameters"]
     parameters.extend({"name": poi, "bounds": [[0.0, POI_UPPER_BOUND]]} for poi in config.pois)
-    return workspace
+    return combine_with_base(config, workspace)
 
 
 def _nominal(entry: Any) -> Any:

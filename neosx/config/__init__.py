@@ -13,6 +13,7 @@ optimiser, evaluation) and :mod:`~neosx.config.study` (the whole study).
 """
 
 from neosx.config._base import ConfigError, ScheduleConfig
+from neosx.config.combination import BaseWorkspaceConfig
 from neosx.config.data import DataConfig, FileConfig
 from neosx.config.loading import apply_overrides, load_config, parse_config
 from neosx.config.regions import CutConfig, FeatureObservable, HistogramConfig, RegionConfig
@@ -37,6 +38,7 @@ from neosx.config.training import (
 
 __all__ = [
     "OBJECTIVES",
+    "BaseWorkspaceConfig",
     "BaselineConfig",
     "ConfigError",
     "CutConfig",

@@ -280,7 +280,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[StudyC
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Make relative ``data.files.*.path`` entries relative to the config file's folder.
+    """Make relative ``data.files.*.path`` entries and the ``base_workspace`` files relative to
+    the config file's folder.
 
     The resolved (absolute) paths are what a run folder stores, so a run can be resumed or
     evaluated from any working directory.
@@ -290,4 +291,15 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         for entry in files.values():
             if isinstance(entry, dict) and isinstance(entry.get("path"), str):
                 entry["path"] = str((base / entry["path"]).resolve())
+    workspace = raw.get("base_workspace")
+    if isinstance(workspace, str):
+        raw["base_workspace"] = workspace = {"path": workspace}
+    if isinstance(workspace, dict):
+        if isinstance(workspace.get("path"), str):
+            workspace["path"] = str((base / workspace["path"]).resolve())
+        patches = workspace.get("patches")
+        if isinstance(patches, list):
+            workspace["patches"] = [
+                str((base / p).resolve()) if isinstance(p, str) else p for p in patches
+            ]
     return raw

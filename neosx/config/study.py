@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from neosx.config._base import Name, PositiveFloat, Strict
+from neosx.config.combination import BaseWorkspaceConfig
 from neosx.config.data import DataConfig
 from neosx.config.regions import CutConfig, HistogramConfig, RegionConfig
 from neosx.config.samples import FeatureShiftConfig, SampleConfig
@@ -48,6 +49,9 @@ class StudyConfig(Strict):
     training: TrainingConfig = TrainingConfig()
     baseline: BaselineConfig = BaselineConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    base_workspace: BaseWorkspaceConfig | None = Field(
+        None, description="a published pyhf workspace that the study's regions are added to"
+    )
 
     @field_validator("samples")
     @classmethod
