@@ -240,8 +240,10 @@ def test_gradients_at_the_chosen_minimum_equal_central_differences(name: str) ->
     x = np.array([1.0, 1.0])
     for fn in (best_alpha_and_nll, cls):
         gradient = np.asarray(jax.grad(fn)(jnp.asarray(x)))
+        # atol: a component that is 0 (mu_hat on its bound) gets the differences' noise,
+        # the fits' ~1e-10 round-off over the step
         np.testing.assert_allclose(gradient, _central_differences(fn, x), rtol=GRAD_RTOL,
-                                   atol=1e-9)
+                                   atol=1e-6)
 
 
 def test_restarts_batch_under_jit_and_vmap() -> None:
