@@ -6,13 +6,21 @@ upstream of them).
 """
 
 from neosx.infer.cls import expected_cls, hypotest
-from neosx.infer.fisher import covariance, fisher_information, poi_uncertainty
+from neosx.infer.fisher import (
+    FitCovariance,
+    covariance,
+    fisher_information,
+    fit_covariance,
+    fit_poi_uncertainty,
+    poi_uncertainty,
+)
 from neosx.infer.fit import FitError, fit
 from neosx.infer.limits import discovery_significance, expected_upper_limit
 from neosx.infer.teststat import test_statistic
 from neosx.infer.toys import ToyResult, toy_hypotest
 
 __all__ = [
+    "FitCovariance",
     "FitError",
     "ToyResult",
     "covariance",
@@ -21,6 +29,8 @@ __all__ = [
     "expected_upper_limit",
     "fisher_information",
     "fit",
+    "fit_covariance",
+    "fit_poi_uncertainty",
     "hypotest",
     "poi_uncertainty",
     "test_statistic",
