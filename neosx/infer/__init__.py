@@ -15,6 +15,7 @@ from neosx.infer.fisher import (
     poi_uncertainty,
 )
 from neosx.infer.fit import FitError, fit
+from neosx.infer.intervals import ProfileScan, cls_scan, profile_scan, upper_limit
 from neosx.infer.limits import discovery_significance, expected_upper_limit
 from neosx.infer.teststat import test_statistic
 from neosx.infer.toys import ToyResult, toy_hypotest
@@ -22,7 +23,9 @@ from neosx.infer.toys import ToyResult, toy_hypotest
 __all__ = [
     "FitCovariance",
     "FitError",
+    "ProfileScan",
     "ToyResult",
+    "cls_scan",
     "covariance",
     "discovery_significance",
     "expected_cls",
@@ -33,6 +36,8 @@ __all__ = [
     "fit_poi_uncertainty",
     "hypotest",
     "poi_uncertainty",
+    "profile_scan",
     "test_statistic",
     "toy_hypotest",
+    "upper_limit",
 ]

@@ -30,8 +30,8 @@ from neosx.infer.teststat import (
 )
 
 __all__ = [
-    "CALCULATORS", "N_SIGMA", "asimov_data", "asimov_pars", "expected_cls", "hypotest",
-    "profiled_asimov_q",
+    "CALCULATORS", "N_SIGMA", "asimov_data", "asimov_pars", "asymptotic_cls",
+    "asymptotic_expected", "expected_cls", "hypotest", "profiled_asimov_q",
 ]
 
 N_SIGMA = (2.0, 1.0, 0.0, -1.0, -2.0)
@@ -67,6 +67,25 @@ def profiled_asimov_q(
     return checked(q, constrained.converged, "Asimov fit", causes)
 
 
+def asymptotic_cls(q: jax.Array, qa: jax.Array, test_stat: TestStat) -> jax.Array:
+    """Observed CLs = CLs+b / CLb from ``q`` and ``q_A`` in ``sqrt(q)`` space (``q~``: Cowan
+    et al. eq. 65); for ``q0`` the discovery p-value ``p0 = CLs+b``, as pyhf reports it."""
+    root_q, root_qa = sqrt_q(q), sqrt_q(qa)
+    stat = root_q - root_qa
+    if test_stat == "qtilde":
+        stat = jnp.where(root_q <= root_qa, stat, (q - qa) / (2.0 * root_qa))
+    cl_b = 1.0 if test_stat == "q0" else ndtr(-stat)
+    return ndtr(-(stat + root_qa)) / cl_b
+
+
+def asymptotic_expected(qa: jax.Array, test_stat: TestStat = "qtilde") -> jax.Array:
+    """(..., 5) expected CLs at ``n = 2, 1, 0, -1, -2`` sigma (pyhf's order) from ``q_A``
+    (...): ``Phi(-(n + sqrt(q_A))) / Phi(-n)``; for ``q0`` the expected p0 (no ratio)."""
+    n = jnp.asarray(N_SIGMA, jnp.float64)
+    cl_b = 1.0 if test_stat == "q0" else ndtr(-n)
+    return ndtr(-(n + sqrt_q(qa)[..., None])) / cl_b
+
+
 def expected_cls(
     model: HistFactory, mu: ArrayLike = 1.0, *, yields: Any = None, band: bool = False
 ) -> jax.Array:
@@ -96,10 +115,8 @@ def expected_cls(
     require_float64()
     mu = checked_mu(model, mu)
     checked_mu(model, 0.0, "the background-only mu")
-    qa = profiled_asimov_q(model, mu, 0.0, yields)
-    sqrt_qa = sqrt_q(qa)
-    n = jnp.asarray(N_SIGMA if band else 0.0, jnp.float64)
-    return ndtr(-(n + sqrt_qa)) / ndtr(-n)
+    expected = asymptotic_expected(profiled_asimov_q(model, mu, 0.0, yields))
+    return expected if band else expected[N_SIGMA.index(0.0)]
 
 
 CALCULATORS: tuple[str, ...] = ("asymptotics", "toybased")
@@ -172,16 +189,8 @@ def hypotest(
     bkg = fit_solution(model, data, yields=yields, fixed=fixed)
     asimov = model.expected_data(bkg.pars, yields=yields, include_auxdata=True)
     qa, _ = statistic(mu, asimov, model, test_stat, yields)
-    root_q, root_qa = sqrt_q(q), sqrt_q(qa)
-    if test_stat == "qtilde":
-        stat = jnp.where(root_q <= root_qa, root_q - root_qa, (q - qa) / (2.0 * root_qa))
-    else:
-        stat = root_q - root_qa
-    # for q0 pyhf reports the discovery p-value CLs+b = p0 instead of the ratio
-    cl_b = 1.0 if test_stat == "q0" else ndtr(-stat)
     causes = fit_causes(model, data, yields, fixed=fixed)
-    cls = checked(ndtr(-(stat + root_qa)) / cl_b, bkg.converged, "Asimov fit", causes)
+    cls = checked(asymptotic_cls(q, qa, test_stat), bkg.converged, "Asimov fit", causes)
     if not return_expected_set:
         return cls
-    n = jnp.asarray(N_SIGMA, jnp.float64)
-    return cls, ndtr(-(n + root_qa)) / (1.0 if test_stat == "q0" else ndtr(-n))
+    return cls, asymptotic_expected(qa, test_stat)
