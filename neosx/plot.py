@@ -24,6 +24,8 @@ from matplotlib import style
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from neosx.report import plot_reports
+
 __all__ = ["plot_run"]
 
 DPI = 120
@@ -49,13 +51,15 @@ def plot_run(run_dir: str | Path) -> list[Path]:
 
     Plots whose inputs are missing are skipped: without ``evaluation.json`` only the
     metrics plots (loss, objectives, CLs history) are written, without ``metrics.jsonl``
-    only the evaluation plots, and ``cuts.png`` only when the analysis has cuts.
+    only the evaluation plots, and ``cuts.png`` only when the analysis has cuts. The
+    post-fit reports (``report/<analysis>.json``) are drawn into ``report/`` by
+    :func:`neosx.report.plot_reports`.
 
     Args:
         run_dir: The run folder, holding ``metrics.jsonl`` and/or ``evaluation.json``.
 
     Returns:
-        The paths of the PNG files written, in the order written.
+        The paths of the files written, in the order written.
 
     Raises:
         FileNotFoundError: If the folder holds neither ``metrics.jsonl`` nor
@@ -95,7 +99,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             out_dir.mkdir(exist_ok=True)
             figure.savefig(out_dir / name, dpi=DPI)
             written.append(out_dir / name)
-    return written
+    return written + plot_reports(run_dir, dpi=DPI)
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:

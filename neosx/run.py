@@ -11,6 +11,8 @@ A run folder holds everything needed to reproduce and inspect a result::
     evaluation.json      hard histograms, edges, cuts and pyhf figures per analysis
     summary.json         {"optimised": {cls, cls_band, z0, upper_limit, ...}, "baseline": ...}
     workspaces/<analysis>.json   pyhf workspaces of the hard analyses
+    report/<analysis>.json       post-fit report (cabinetry; ``neosx evaluate``, ``run --report``)
+    report/<analysis>_*.png, _yields.txt   its figures and yield tables (``neosx plot``)
     plots/*.png
     manifest.json        every file above that neosx wrote (``--overwrite`` removes only those)
 
@@ -148,11 +150,14 @@ def _labels(config: StudyConfig) -> tuple[str, ...]:
     return ("optimised", "baseline") if config.baseline.enabled else ("optimised",)
 
 
-def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, *, report: bool = True) -> dict[str, Any]:
     """Evaluate every analysis of a run hard with pyhf; write the results.
 
-    Writes ``evaluation.json``, ``summary.json`` and ``workspaces/<analysis>.json``; a run
-    whose evaluation had failed becomes ``completed`` in ``run.json`` when it now succeeds.
+    Writes ``evaluation.json``, ``summary.json`` and ``workspaces/<analysis>.json``, and with
+    ``report`` the post-fit report of each analysis, ``report/<analysis>.json``
+    (:func:`neosx.report.write_reports`); a run whose evaluation had failed becomes
+    ``completed`` in ``run.json`` when it now succeeds. A failed report is recorded in its
+    file and does not fail the evaluation.
 
     Returns:
         The summary ``{analysis: {"cls", "cls_band", "z0", "upper_limit", ...}}``; an
@@ -165,7 +170,7 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     config, _ = load_run(run_dir)
     with locked(run_dir, "neosx evaluate"):
         test_events = load_events(config.data, "test", config.seed)
-        summary = _evaluate(Analysis.from_config(config), run_dir, test_events)
+        summary = _evaluate(Analysis.from_config(config), run_dir, test_events, report=report)
         info_path = run_dir / "run.json"
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
         if info.get("status") in ("completed", "failed"):
@@ -175,19 +180,29 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
 
 
 def _evaluate(
-    analysis: Analysis, run_dir: Path, test_events: Mapping[str, Any]
+    analysis: Analysis, run_dir: Path, test_events: Mapping[str, Any], *, report: bool
 ) -> dict[str, Any]:
-    """:func:`evaluate_run` with the analysis and the test events already at hand."""
+    """:func:`evaluate_run` with the analysis and the test events already at hand.
+
+    Without ``report``, the reports of analyses whose workspace changed are removed.
+    """
+    from neosx import report as post_fit
+
     config = analysis.config
     params = {"initial": analysis.initial_params()}
     params |= {label: trained_params(analysis, run_dir, label) for label in _labels(config)}
     records = {label: evaluate_analysis(analysis, p, test_events) for label, p in params.items()}
-    for label, entry in records.items():
-        if "workspace" in entry:
-            write_json(run_dir, f"workspaces/{label}.json", entry.pop("workspace"))
+    workspaces = {label: entry.pop("workspace", None) for label, entry in records.items()}
+    for label, workspace in workspaces.items():
+        if workspace is not None:
+            write_json(run_dir, f"workspaces/{label}.json", workspace)
     write_json(run_dir, "evaluation.json", evaluation_record(config, records))
     summary = {label: entry["figures"] for label, entry in records.items()}
     write_json(run_dir, "summary.json", summary)
+    if report:
+        post_fit.write_reports(run_dir, workspaces, records, config.evaluation)
+    else:
+        post_fit.discard_stale_reports(run_dir, workspaces)
     return summary
 
 
@@ -232,6 +247,7 @@ def run_study(
     overwrite: bool = False,
     progress: bool = True,
     command: Sequence[str] | None = None,
+    report: bool = False,
 ) -> RunResult:
     """Train the optimised and baseline analyses, evaluate them hard, write the run folder.
 
@@ -247,6 +263,8 @@ def run_study(
         overwrite: Replace an existing run folder (only the files neosx wrote).
         progress: Show progress bars.
         command: The command line, for ``run.json``.
+        report: Also write the post-fit report of each analysis (cabinetry; the impact
+            ranking costs four fits per nuisance parameter), as ``neosx evaluate`` does.
 
     Returns:
         :class:`RunResult`.
@@ -268,7 +286,7 @@ def run_study(
             raise RunError(f"cannot write into run folder {run_dir}: {error.strerror}") from None
         try:
             status, message, summary = _train_and_evaluate(
-                config, run_dir, info, resume=resume, progress=progress
+                config, run_dir, info, resume=resume, progress=progress, report=report
             )
         except KeyboardInterrupt:
             status, message, summary = "interrupted", "interrupted; --resume continues it", {}
@@ -317,7 +335,8 @@ def _finish(run_dir: Path, info: dict[str, Any], status: str, message: str) -> N
 
 
 def _train_and_evaluate(
-    config: StudyConfig, run_dir: Path, info: dict[str, Any], *, resume: bool, progress: bool
+    config: StudyConfig, run_dir: Path, info: dict[str, Any], *, resume: bool, progress: bool,
+    report: bool,
 ) -> tuple[str, str, dict[str, Any]]:
     """The body of :func:`run_study`: ``(status, message, summary)``."""
     wall = info["wall_s"]
@@ -359,7 +378,7 @@ def _train_and_evaluate(
 
     began = time.perf_counter()
     try:
-        summary = _evaluate(analysis, run_dir, test_events)
+        summary = _evaluate(analysis, run_dir, test_events, report=report)
         from neosx.plot import plot_run
 
         record(run_dir, plot_run(run_dir))

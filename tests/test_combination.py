@@ -129,6 +129,7 @@ def test_combined_cls_equals_pyhf_on_the_merged_workspace(analysis: Analysis) ->
     assert cls < float(base_band[2]) - 0.02  # the new channel adds sensitivity (0.571 alone)
 
 
+@pytest.mark.slow
 def test_hard_evaluation_runs_pyhf_on_the_combined_workspace(analysis: Analysis) -> None:
     params = analysis.initial_params()
     hard = jax.tree.map(np.asarray, analysis(params, event_arrays(analysis, "test"), hard=True))

@@ -438,6 +438,7 @@ def workspace(name: str) -> tuple[pyhf.pdf.Model, HistFactory, np.ndarray]:
     return reference, HistFactory(reference), data
 
 
+@pytest.mark.slow
 def test_displaced_leptons_poi_at_bound_without_curvature() -> None:
     """No events observed: the POI's MLE is 0 with no curvature in it (1.5e-7) against its
     cross terms with the signal systematics, so the Hessian is indefinite: the covariance is
