@@ -209,6 +209,13 @@ class HistFactory:
         return np.unique(np.concatenate([np.zeros(0, int), *kinked]).astype(int))
 
     @functools.cached_property
+    def gaussian_constraints(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions in the auxiliary data, parameter indices)`` of the Gaussian-constrained
+        parameters, in pyhf's auxiliary-data order; every other auxiliary datum is a Poisson
+        constraint's (shapesys)."""
+        return np.asarray(self._layout.normal_aux), np.asarray(self._layout.normal_par)
+
+    @functools.cached_property
     def _spec_prepared(self) -> Prepared:
         """:meth:`prepare` of the spec's own yields, as constants (computed once)."""
         # compiled and run ahead of time: concrete even when first needed under a trace

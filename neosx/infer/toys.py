@@ -92,22 +92,6 @@ def checked_seed(seed: Any) -> jax.Array:
     raise ValueError(f"seed must be an int or a jax PRNG key, got {seed!r}")
 
 
-def _gaussian_auxdata(model: HistFactory) -> tuple[np.ndarray, np.ndarray]:
-    """Static ``(positions in the auxiliary data, parameter indices)`` of the Gaussian
-    constraints, in pyhf's auxiliary-data order (the others are Poisson)."""
-    config = model.pyhf_model.config
-    positions, pars, position = [], [], 0
-    for name in config.auxdata_order:
-        paramset = config.param_set(name)
-        start = config.par_slice(name).start
-        for j in range(paramset.n_parameters):
-            if paramset.pdf_type == "normal":
-                positions.append(position)
-                pars.append(start + j)
-            position += 1
-    return np.asarray(positions, dtype=int), np.asarray(pars, dtype=int)
-
-
 def sample_toys(
     model: HistFactory, pars: ArrayLike, key: jax.Array, ntoys: int, yields: Any = None
 ) -> jax.Array:
@@ -127,7 +111,7 @@ def sample_toys(
     yields = model.prepare(yields)
     n_main, n_data = model.config.nmaindata, model.config.nmaindata + model.config.nauxdata
     expected = model.expected_data(pars, yields=yields, include_auxdata=True)
-    normal_aux, normal_par = _gaussian_auxdata(model)
+    normal_aux, normal_par = model.gaussian_constraints
     normal = n_main + normal_aux
     counted = np.setdiff1d(np.arange(n_data), normal)
     poisson_key, normal_key = jax.random.split(key)
