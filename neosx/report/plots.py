@@ -38,7 +38,7 @@ KINDS = {"prefit": "pre-fit", "postfit": "post-fit"}
 
 
 def report_figures(
-    report: Record, workspace: Mapping[str, Any] | None
+    report: Record, model_data: tuple[pyhf.Model, Any] | None
 ) -> Iterator[tuple[str, Callable[[], Figure | None]]]:
     """The figures of one report, as ``(name, build)``; build returns None to skip one.
 
@@ -48,17 +48,18 @@ def report_figures(
 
     Args:
         report: A report (:func:`neosx.report.analysis_report`).
-        workspace: The pyhf workspace it was computed from, or None.
+        model_data: cabinetry's ``(model, data)`` of the workspace it was computed from
+            (:func:`_model_and_data`), or None.
     """
     if "fit" in report:
         yield "pulls", lambda: _pulls(report)
     if "ranking" in report:
         yield "ranking", lambda: _ranking(report)
-    if "yields" in report and workspace is not None:
+    if "yields" in report and model_data is not None:
         for region in report["yields"]["regions"]:
             for kind in KINDS:
                 yield (f"yields_{region}_{kind}",
-                       lambda r=region, k=kind: _data_mc(report, workspace, r, k))
+                       lambda r=region, k=kind: _data_mc(report, model_data, r, k))
     if "brazil" in report:
         yield "brazil", lambda: _brazil(report["brazil"])
 
@@ -79,7 +80,11 @@ def write_figures(
     """
     written = []
     messages: Counter[str] = Counter()
-    for name, build in report_figures(report, workspace):
+    model_data = None
+    if "yields" in report and workspace is not None:  # one model for every figure and table
+        with captured(messages), pyhf_numpy():
+            model_data = _model_and_data(workspace)
+    for name, build in report_figures(report, model_data):
         look = style.context(mplhep.style.ATLAS) if name == "brazil" else mpl.rc_context()
         with look, captured(messages), pyhf_numpy():
             figure = build()
@@ -92,9 +97,9 @@ def write_figures(
             finally:
                 plt.close(figure)
         written.append(path)
-    if "yields" in report and workspace is not None:
+    if model_data is not None:
         path = stem.with_name(f"{stem.name}_yields.txt")
-        text = yields_table(report, workspace)
+        text = yields_table(report, model_data)
         atomic_write(path, lambda handle: handle.write(text))
         written.append(path)
     return written
@@ -115,19 +120,20 @@ def _prediction(report: Record, model: pyhf.Model, kind: str) -> Any:
 
 
 def _model_and_data(workspace: Mapping[str, Any]) -> tuple[pyhf.Model, list[float]]:
+    """cabinetry's model and data of a workspace (built once per report)."""
     return cabinetry.model_utils.model_and_data(dict(workspace))
 
 
-def yields_table(report: Record, workspace: Mapping[str, Any]) -> str:
+def yields_table(report: Record, model_data: tuple[pyhf.Model, Any]) -> str:
     """The pre- and post-fit yield tables of a report (text, cabinetry's tables).
 
     Args:
         report: A report with a ``yields`` section.
-        workspace: The pyhf workspace it was computed from.
+        model_data: cabinetry's ``(model, data)`` of the workspace it was computed from.
     """
     parts = [f"Yields of the {report.get('analysis', '')} analysis. Data: {report['data']}."]
+    model, data = model_data
     with captured(Counter()), pyhf_numpy(), tempfile.TemporaryDirectory() as folder:
-        model, data = _model_and_data(workspace)
         for kind, label in KINDS.items():
             cabinetry.tabulate.yields(
                 _prediction(report, model, kind), data, per_bin=True, per_channel=True,
@@ -187,9 +193,11 @@ def _ranking(report: Record) -> Figure | None:
     return cabinetry.visualize.ranking(results, close_figure=False, save_figure=False)
 
 
-def _data_mc(report: Record, workspace: Mapping[str, Any], region: str, kind: str) -> Figure:
+def _data_mc(
+    report: Record, model_data: tuple[pyhf.Model, Any], region: str, kind: str
+) -> Figure:
     """cabinetry's data/MC plot of one region, pre- or post-fit."""
-    model, data = _model_and_data(workspace)
+    model, data = model_data
     regions = report["yields"]["regions"]
     config = {"Regions": [
         {"Name": name, "Binning": entry["edges"], "Variable": "observable"}
